@@ -1,0 +1,96 @@
+// Linear projections from an intensity-only device (DESIGN.md §2.7, §2.8).
+//
+// The camera sees |R x|^2, not R x. A fixed binary reference pattern r on mirrors disjoint from the
+// data gives, per pixel j,
+//     L_j(x) = (I(x + r) - I(x) - I(r)) / (2 sqrt(I(r)))  =  Re(exp(-i θ_j) (R x)_j),
+// exactly linear in x, with a real i.i.d. Gaussian matrix. Real vectors are encoded into binary
+// frames (ternary or bit-planes), each code frame costs two camera frames, and the per-sample
+// decoding weights turn the binary projections back into B·v.
+//
+// Layout over the mirror array: n feature blocks of `factor` mirrors each, then the reference:
+// `reference_blocks` blocks of the same size. Everything here is computed from camera counts, so
+// noise and quantisation reach the projection exactly as they would on hardware.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "opu_sim/device.h"
+#include "opu_sim/status.h"
+
+namespace opu::sim {
+
+struct HolographyConfig {
+  /// Reference power in feature blocks (DESIGN.md: about 5-10x one block works best).
+  int reference_blocks = 8;
+  /// Pixels whose reference intensity is below this fraction of the mean are masked (output 0):
+  /// dividing by sqrt(I(r)) would amplify their noise without bound.
+  double dark_pixel_fraction = 0.02;
+  /// Automatic exposure: the mean count of the brightest code frames (x + r) is put at this
+  /// fraction of full scale (DESIGN.md §2.8: about 15% at 8 bits). 0 = use the request/default.
+  double target_fill = 0.15;
+  /// Camera frames of the reference averaged per call for I(r).
+  int reference_repeats = 1;
+};
+
+/// Where the mirrors of one linear call go.
+struct HolographyLayout {
+  std::int64_t n_features = 0;
+  std::int64_t factor = 0;            // mirrors per feature block
+  std::int64_t reference_blocks = 0;  // reference size, in blocks
+  std::int64_t n_mirrors = 0;         // mirrors of the frames sent to the device
+
+  std::int64_t reference_mirrors() const { return reference_blocks * factor; }
+  /// Uses the whole mirror array: factor = floor(max_n_in / (n_features + reference_blocks)).
+  static Result<HolographyLayout> fit(std::int64_t n_features, std::int64_t max_n_in,
+                                      int reference_blocks);
+};
+
+/// Binary code of a batch of real vectors: `codes` frames over the n features, each with a weight;
+/// sample s's vector is approximated by sum_c weight(c, s) * code(c, s).
+struct BinaryCode {
+  std::int64_t n_features = 0;
+  std::int64_t batch = 0;
+  std::int64_t codes_per_sample = 0;      // 2 (ternary) or 2 * bitplanes
+  std::vector<std::uint8_t> packed;       // (batch * codes_per_sample) frames over n_features
+  Eigen::MatrixXf weights;                // codes_per_sample x batch
+  /// The decoded vectors sum_c weight * code (n_features x batch), for tests and studies.
+  Eigen::MatrixXf decode() const;
+};
+
+/// Encodes vectors (n x batch) with the chosen scheme. Rejects NaN/inf naming the index.
+Result<BinaryCode> encode(const Eigen::Ref<const Eigen::MatrixXf>& values,
+                          const LinearOptions& options);
+
+/// Block columns of a layout: n_features feature blocks, then the reference as one column.
+inline std::int64_t block_columns(const HolographyLayout& layout) { return layout.n_features + 1; }
+
+/// Takes camera frames of binary patterns over a layout's block columns: what the linearisation
+/// needs from a device. `patterns` holds `batch` packed frames of block_columns(layout) bits; a set
+/// bit lights every mirror of that block. The simulator answers from its block-summed matrix; any
+/// other device through device_frame_capture().
+using FrameCapture = std::function<Result<Frames>(
+    std::span<const std::uint8_t> patterns, std::int64_t batch, std::int64_t n_out,
+    double exposure_us, const HolographyLayout& layout)>;
+
+/// A FrameCapture that formats block patterns onto mirrors and calls device.transform().
+FrameCapture device_frame_capture(Device& device);
+
+/// Exposure that puts the brightest code frames at `config.target_fill` of full scale, assuming
+/// intensity grows linearly with the number of mirrors on from the device default (a half-on frame
+/// at the default exposure). Returns `fallback_us` when target_fill is 0.
+double auto_exposure_us(const DeviceInfo& info, const HolographyConfig& config,
+                        std::int64_t mean_mirrors_on, double fallback_us);
+
+/// The whole linear transform from raw frames: encode, format, capture the frames (reference,
+/// then x + r and x per code), linearise, decode. Used by the simulator and, when a server answers
+/// LinearTransform with UNIMPLEMENTED, by the remote client on top of Transform.
+Result<Projections> linear_transform_from_frames(const LinearRequest& request,
+                                                 const DeviceInfo& info,
+                                                 const HolographyConfig& config,
+                                                 const FrameCapture& capture);
+
+}  // namespace opu::sim
