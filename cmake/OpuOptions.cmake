@@ -3,7 +3,7 @@
 # opu_warnings: every first-party target links it privately.
 add_library(opu_warnings INTERFACE)
 target_compile_options(opu_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-                                              -Wold-style-cast -Wcast-align -Wnull-dereference)
+                                              -Wold-style-cast -Wcast-align)
 if(OPU_WERROR)
   target_compile_options(opu_warnings INTERFACE -Werror)
 endif()

@@ -68,22 +68,23 @@ Result<BinaryCode> encode(const Eigen::Ref<const Eigen::MatrixXf>& values,
 /// Block columns of a layout: n_features feature blocks, then the reference as one column.
 inline std::int64_t block_columns(const HolographyLayout& layout) { return layout.n_features + 1; }
 
+/// Camera frames as floats (n_out x frames) and what they cost. Counts are integers from a real
+/// or noisy camera; the simulator's ideal camera hands over unquantised values in-process.
+struct CapturedFrames {
+  Eigen::MatrixXf counts;
+  FrameInfo info;
+};
+
 /// Takes camera frames of binary patterns over a layout's block columns: what the linearisation
 /// needs from a device. `patterns` holds `batch` packed frames of block_columns(layout) bits; a set
 /// bit lights every mirror of that block. The simulator answers from its block-summed matrix; any
 /// other device through device_frame_capture().
-using FrameCapture = std::function<Result<Frames>(
+using FrameCapture = std::function<Result<CapturedFrames>(
     std::span<const std::uint8_t> patterns, std::int64_t batch, std::int64_t n_out,
     double exposure_us, const HolographyLayout& layout)>;
 
 /// A FrameCapture that formats block patterns onto mirrors and calls device.transform().
 FrameCapture device_frame_capture(Device& device);
-
-/// Exposure that puts the brightest code frames at `config.target_fill` of full scale, assuming
-/// intensity grows linearly with the number of mirrors on from the device default (a half-on frame
-/// at the default exposure). Returns `fallback_us` when target_fill is 0.
-double auto_exposure_us(const DeviceInfo& info, const HolographyConfig& config,
-                        std::int64_t mean_mirrors_on, double fallback_us);
 
 /// The whole linear transform from raw frames: encode, format, capture the frames (reference,
 /// then x + r and x per code), linearise, decode. Used by the simulator and, when a server answers
@@ -92,5 +93,12 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
                                                  const DeviceInfo& info,
                                                  const HolographyConfig& config,
                                                  const FrameCapture& capture);
+
+/// The real matrix B (n_out x n_features) that holography realises on a medium whose block-summed
+/// columns are `blocks` (n_out x block_columns: feature blocks, then the reference): row j is
+/// Re(exp(-i θ_j) C_j·) with θ_j the reference phase, scaled to unit variance exactly as the
+/// linearisation scales it, and rows of masked (dark) pixels zero. The exact digital projector.
+Eigen::MatrixXf holographic_matrix(const Eigen::Ref<const Eigen::MatrixXcf>& blocks,
+                                   const HolographyLayout& layout, const HolographyConfig& config);
 
 }  // namespace opu::sim

@@ -1,0 +1,75 @@
+// Backends of the scattering medium: fields E = R x for batches of bit-packed binary frames.
+//
+// - dense: R materialised once (n_out x n_in complex, column-major); fastest for small and medium
+//   sizes.
+// - streamed: tiles of R regenerated on the fly and never stored; memory independent of the
+//   matrix size.
+// Both share the generator's bit-identical entries and the same kernels. With the column-sum
+// kernel (batches below gemm_min_batch) they add the same entries in the same order, so their
+// fields are bit-identical; with the GEMM kernel (large batches) they agree to float rounding.
+//
+// Kernels exploit binary inputs: a field is a sum of selected columns, so small batches add
+// columns (no multiplies, work proportional to the mirrors that are on); large batches use
+// OpenBLAS sgemm on R viewed as a 2 n_out x n_in float matrix (inputs are never cast to complex).
+// Each output element is computed by one thread in a fixed order: results do not depend on the
+// thread count.
+//
+// Thread-safe: immutable after construction (the dense backend's cache of drift realisations is
+// guarded by a mutex).
+#pragma once
+
+#include <Eigen/Core>
+#include <complex>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+namespace opu::sim {
+
+struct FieldsRequest {
+  std::span<const std::uint8_t> packed;  // batch frames of packed_bytes(n_in) bytes
+  std::int64_t n_in = 0;                 // mirrors in each frame (<= the medium's n_in)
+  std::int64_t n_out = 0;                // rows computed: pixels [0, n_out)
+  std::int64_t batch = 0;
+  std::uint64_t realisation = 0;         // which independent medium (drift)
+  int threads = 1;
+};
+
+class Medium {
+ public:
+  virtual ~Medium() = default;
+  /// E = R_realisation x for every frame: out is n_out x batch (one frame per column).
+  virtual void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const = 0;
+  virtual std::string_view name() const = 0;
+  /// Bytes held by the backend (the matrix for dense; tile buffers excluded).
+  virtual std::size_t memory_bytes() const = 0;
+
+  std::int64_t n_in() const { return n_in_; }
+  std::int64_t n_out() const { return n_out_; }
+  std::uint64_t seed() const { return seed_; }
+
+  /// Batches from this size on use the GEMM kernel; below it, column sums (measured crossover).
+  static constexpr std::int64_t kGemmMinBatch = 64;
+
+ protected:
+  Medium(std::uint64_t seed, std::int64_t n_in, std::int64_t n_out)
+      : seed_(seed), n_in_(n_in), n_out_(n_out) {}
+
+ private:
+  std::uint64_t seed_;
+  std::int64_t n_in_;
+  std::int64_t n_out_;
+};
+
+std::unique_ptr<Medium> make_dense_medium(std::uint64_t seed, std::int64_t n_in,
+                                          std::int64_t n_out);
+std::unique_ptr<Medium> make_streamed_medium(std::uint64_t seed, std::int64_t n_in,
+                                             std::int64_t n_out);
+
+/// Bytes a dense matrix of this size takes.
+inline std::size_t dense_matrix_bytes(std::int64_t n_in, std::int64_t n_out) {
+  return static_cast<std::size_t>(n_in) * static_cast<std::size_t>(n_out) * 8U;
+}
+
+}  // namespace opu::sim

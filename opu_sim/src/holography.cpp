@@ -1,0 +1,305 @@
+#include "opu_sim/holography.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "opu_sim/packing.h"
+
+namespace opu::sim {
+namespace {
+
+using CodeBits = Eigen::Matrix<std::uint8_t, -1, -1>;
+
+// Ternary code of one sample: (v > t) and (v < -t) with t = threshold * max |v|, decoded with
+// per-sign weights that keep each sign's mass (DESIGN.md §2.8): the decoded vector keeps the sum
+// of v (zero for a softmax cross-entropy error) and its magnitude.
+void encode_ternary(const Eigen::Ref<const Eigen::VectorXf>& v, float threshold, CodeBits& bits,
+                    Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
+  const float cut = threshold * v.cwiseAbs().maxCoeff();
+  double mass_plus = 0.0;
+  double mass_minus = 0.0;
+  std::int64_t ones_plus = 0;
+  std::int64_t ones_minus = 0;
+  for (std::int64_t i = 0; i < v.size(); ++i) {
+    const float x = v(i);
+    if (x > 0.0F) mass_plus += x;
+    if (x < 0.0F) mass_minus -= x;
+    const bool plus = x > cut && x > 0.0F;
+    const bool minus = x < -cut && x < 0.0F;
+    bits(i, column) = plus ? 1 : 0;
+    bits(i, column + 1) = minus ? 1 : 0;
+    ones_plus += plus ? 1 : 0;
+    ones_minus += minus ? 1 : 0;
+  }
+  weights(0) = ones_plus > 0 ? static_cast<float>(mass_plus / static_cast<double>(ones_plus)) : 0;
+  weights(1) =
+      ones_minus > 0 ? -static_cast<float>(mass_minus / static_cast<double>(ones_minus)) : 0;
+}
+
+// Bit-plane code: |v_i| / max|v| quantised to `planes` bits per sign; plane k (most significant
+// first) weighs max|v| 2^(planes-1-k) / (2^planes - 1). Decoding gives the quantised v exactly.
+void encode_bitplanes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, CodeBits& bits,
+                      Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
+  const float max_abs = v.cwiseAbs().maxCoeff();
+  const double levels = std::ldexp(1.0, planes) - 1.0;
+  for (std::int64_t i = 0; i < v.size(); ++i) {
+    const double scaled = max_abs > 0.0F ? std::abs(v(i)) / max_abs : 0.0;
+    const auto q = static_cast<std::uint32_t>(std::lround(scaled * levels));
+    for (int k = 0; k < planes; ++k) {
+      const bool bit = ((q >> (planes - 1 - k)) & 1U) != 0;
+      bits(i, column + k) = (bit && v(i) > 0.0F) ? 1 : 0;
+      bits(i, column + planes + k) = (bit && v(i) < 0.0F) ? 1 : 0;
+    }
+  }
+  for (int k = 0; k < planes; ++k) {
+    const auto weight =
+        static_cast<float>(max_abs * std::ldexp(1.0, planes - 1 - k) / levels);
+    weights(k) = weight;
+    weights(planes + k) = -weight;
+  }
+}
+
+// Patterns over block columns, built frame by frame.
+class PatternBatch {
+ public:
+  explicit PatternBatch(const HolographyLayout& layout)
+      : layout_(layout), bytes_(packed_bytes(block_columns(layout))) {}
+
+  void add(const std::uint8_t* code, bool with_reference) {
+    const std::size_t start = packed_.size();
+    packed_.resize(start + static_cast<std::size_t>(bytes_), 0);
+    if (code != nullptr) std::copy(code, code + bytes_, packed_.begin() + static_cast<long>(start));
+    const std::int64_t ref = layout_.n_features;
+    if (with_reference) packed_[start + static_cast<std::size_t>(ref >> 3)] |=
+        static_cast<std::uint8_t>(1U << (ref & 7));
+    ++frames_;
+  }
+  std::span<const std::uint8_t> packed() const { return packed_; }
+  std::int64_t frames() const { return frames_; }
+
+ private:
+  HolographyLayout layout_;
+  std::int64_t bytes_;
+  std::vector<std::uint8_t> packed_;
+  std::int64_t frames_ = 0;
+};
+
+void accumulate(FrameInfo& total, const FrameInfo& part, bool first) {
+  if (first) total.device_time_start_ns = part.device_time_start_ns;
+  total.device_time_end_ns = part.device_time_end_ns;
+  total.frames += part.frames;
+  total.saturated_pixels += part.saturated_pixels;
+  total.exposure_us = part.exposure_us;
+}
+
+// The exposure that puts the mean (x + r) frame at config.target_fill of full scale, from a probe
+// of the reference at the default exposure: intensity grows linearly with the mirrors that are on
+// (speckle of independent columns) and with exposure, after the dark level is removed.
+Result<double> choose_exposure(const CapturedFrames& probe, const DeviceInfo& info,
+                               const HolographyConfig& config, const HolographyLayout& layout,
+                               double mean_mirrors_on) {
+  const double dark = probe.counts.col(0).cast<double>().mean();
+  const double reference = probe.counts.col(1).cast<double>().mean() - dark;
+  if (!(reference > 0.0)) {
+    return failed_precondition(
+        "LinearTransform: the reference reads " + std::to_string(reference) +
+        " counts above dark at the default exposure, want > 0 (camera too dark or blind)");
+  }
+  const double full_scale = std::ldexp(1.0, info.adc_bits) - 1.0;
+  const double per_mirror = reference / static_cast<double>(layout.reference_mirrors());
+  const double exposure =
+      probe.info.exposure_us * config.target_fill * full_scale / (per_mirror * mean_mirrors_on);
+  const double longest = info.max_exposure_us > 0.0 ? info.max_exposure_us : exposure;
+  return std::clamp(exposure, 1.0, longest);
+}
+
+}  // namespace
+
+Result<HolographyLayout> HolographyLayout::fit(std::int64_t n_features, std::int64_t max_n_in,
+                                               int reference_blocks) {
+  if (reference_blocks < 1) {
+    return invalid_argument("holography: reference_blocks is " + std::to_string(reference_blocks) +
+                            ", want >= 1");
+  }
+  const std::int64_t blocks = n_features + reference_blocks;
+  if (n_features < 1 || blocks > max_n_in) {
+    return out_of_range("LinearTransform: n_in " + std::to_string(n_features) + " needs " +
+                        std::to_string(blocks) + " mirrors with its " +
+                        std::to_string(reference_blocks) +
+                        "-block reference, device max_n_in is " + std::to_string(max_n_in));
+  }
+  const std::int64_t factor = max_n_in / blocks;
+  return HolographyLayout{n_features, factor, reference_blocks, blocks * factor};
+}
+
+Eigen::MatrixXf BinaryCode::decode() const {
+  Eigen::MatrixXf decoded = Eigen::MatrixXf::Zero(n_features, batch);
+  const std::int64_t bytes = packed_bytes(n_features);
+  for (std::int64_t s = 0; s < batch; ++s) {
+    for (std::int64_t c = 0; c < codes_per_sample; ++c) {
+      const std::uint8_t* code = packed.data() + (s * codes_per_sample + c) * bytes;
+      for (std::int64_t i = 0; i < n_features; ++i) {
+        if (frame_bit(code, i)) decoded(i, s) += weights(c, s);
+      }
+    }
+  }
+  return decoded;
+}
+
+Result<BinaryCode> encode(const Eigen::Ref<const Eigen::MatrixXf>& values,
+                          const LinearOptions& options) {
+  if (!values.allFinite()) return invalid_argument("encode: values contain NaN or infinity");
+  BinaryCode code;
+  code.n_features = values.rows();
+  code.batch = values.cols();
+  code.codes_per_sample =
+      options.encoding == Encoding::kBitplanes ? 2 * std::int64_t{options.bitplanes} : 2;
+  CodeBits bits(code.n_features, code.batch * code.codes_per_sample);
+  code.weights.resize(code.codes_per_sample, code.batch);
+  for (std::int64_t s = 0; s < code.batch; ++s) {
+    const std::int64_t column = s * code.codes_per_sample;
+    if (options.encoding == Encoding::kBitplanes) {
+      encode_bitplanes(values.col(s), options.bitplanes, bits, code.weights.col(s), column);
+    } else {
+      encode_ternary(values.col(s), options.threshold, bits, code.weights.col(s), column);
+    }
+  }
+  code.packed = pack_frames(bits);
+  return code;
+}
+
+FrameCapture device_frame_capture(Device& device) {
+  return [&device](std::span<const std::uint8_t> patterns, std::int64_t batch, std::int64_t n_out,
+                   double exposure_us, const HolographyLayout& layout) -> Result<CapturedFrames> {
+    // Feature blocks and the reference are both runs of `factor` mirrors: format the block
+    // columns as n_features + reference_blocks features, the reference bit driving its blocks.
+    const std::int64_t columns = block_columns(layout);
+    const std::int64_t blocks = layout.n_features + layout.reference_blocks;
+    CodeBits expanded = CodeBits::Zero(blocks, batch);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const std::uint8_t* pattern = patterns.data() + b * packed_bytes(columns);
+      for (std::int64_t k = 0; k < layout.n_features; ++k) expanded(k, b) = frame_bit(pattern, k);
+      if (frame_bit(pattern, layout.n_features)) {
+        expanded.col(b).tail(layout.reference_blocks).setOnes();
+      }
+    }
+    const Formatting formatting{blocks, layout.n_mirrors, layout.factor, 0};
+    const std::vector<std::uint8_t> mirrors = formatting.apply(pack_frames(expanded), batch);
+    TransformRequest request{layout.n_mirrors, n_out, batch, mirrors, exposure_us};
+    Result<Frames> frames = device.transform(request);
+    if (!frames.ok()) return frames.status();
+    return CapturedFrames{frames->to_float(), frames->info};
+  };
+}
+
+Result<Projections> linear_transform_from_frames(const LinearRequest& request,
+                                                 const DeviceInfo& info,
+                                                 const HolographyConfig& config,
+                                                 const FrameCapture& capture) {
+  Result<HolographyLayout> fitted =
+      HolographyLayout::fit(request.n_in, info.max_n_in, config.reference_blocks);
+  if (!fitted.ok()) return fitted.status();
+  const HolographyLayout layout = *fitted;
+  const Eigen::Map<const Eigen::MatrixXf> values(request.values.data(), request.n_in,
+                                                 request.batch);
+  Result<BinaryCode> encoded = encode(values, request.options);
+  if (!encoded.ok()) return encoded.status();
+  const BinaryCode& code = *encoded;
+
+  // Codes that light nothing project to exactly 0 (L(0) = 0): no frames are spent on them.
+  const std::int64_t code_bytes = packed_bytes(code.n_features);
+  std::vector<std::pair<std::int64_t, std::int64_t>> active;  // (sample, code)
+  double mirrors_on_sum = 0.0;
+  PatternBatch frames(layout);
+  const int repeats = std::max(1, config.reference_repeats);
+  frames.add(nullptr, false);  // dark frame
+  for (int r = 0; r < repeats; ++r) frames.add(nullptr, true);
+  for (std::int64_t s = 0; s < code.batch; ++s) {
+    for (std::int64_t c = 0; c < code.codes_per_sample; ++c) {
+      const std::uint8_t* bits = code.packed.data() + (s * code.codes_per_sample + c) * code_bytes;
+      const std::int64_t ones = count_ones({bits, static_cast<std::size_t>(code_bytes)},
+                                           code.n_features);
+      if (code.weights(c, s) == 0.0F || ones == 0) continue;
+      active.emplace_back(s, c);
+      frames.add(bits, true);
+      frames.add(bits, false);
+      mirrors_on_sum += static_cast<double>(ones * layout.factor + layout.reference_mirrors());
+    }
+  }
+
+  Projections result;
+  result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
+  double exposure = info.exposure_us;
+  bool first_call = true;
+  if (config.target_fill > 0.0 && !active.empty()) {
+    PatternBatch probe(layout);
+    probe.add(nullptr, false);
+    probe.add(nullptr, true);
+    Result<CapturedFrames> probed =
+        capture(probe.packed(), probe.frames(), request.n_out, info.exposure_us, layout);
+    if (!probed.ok()) return probed.status();
+    accumulate(result.info, probed->info, true);
+    first_call = false;
+    Result<double> chosen = choose_exposure(*probed, info, config, layout,
+                                            mirrors_on_sum / static_cast<double>(active.size()));
+    if (!chosen.ok()) return chosen.status();
+    exposure = *chosen;
+  }
+  Result<CapturedFrames> captured =
+      capture(frames.packed(), frames.frames(), request.n_out, exposure, layout);
+  if (!captured.ok()) return captured.status();
+  accumulate(result.info, captured->info, first_call);
+  const Eigen::MatrixXf& counts = captured->counts;
+
+  // I(r) per pixel above the dark level; pixels too dark to divide by are masked.
+  const float dark = counts.col(0).mean();
+  const Eigen::VectorXf reference =
+      (counts.middleCols(1, repeats).rowwise().mean().array() - dark).matrix();
+  const float mean_reference = reference.mean();
+  if (!(mean_reference > 0.0F)) {
+    return failed_precondition("LinearTransform: the reference reads " +
+                               std::to_string(mean_reference) +
+                               " counts above dark, want > 0 (exposure too short?)");
+  }
+  const float cut = static_cast<float>(config.dark_pixel_fraction) * mean_reference;
+  const Eigen::VectorXf inverse_norm = reference.unaryExpr([cut](float intensity) {
+    return intensity > cut && intensity > 0.0F ? 0.5F / std::sqrt(intensity) : 0.0F;
+  });
+  // Unit-variance B: L / sqrt(gain) / sqrt(factor / n_in), with the gain estimated from the mean
+  // reference intensity (E|R r|^2 = 2 reference_mirrors / n_in); n_in and factor cancel.
+  const float scale =
+      std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
+
+  std::int64_t column = 1 + repeats;
+  for (const auto& [sample, c] : active) {
+    const float weight = code.weights(c, sample) * scale;
+    result.values.col(sample).array() +=
+        weight * (counts.col(column).array() - counts.col(column + 1).array() -
+                  reference.array()) *
+        inverse_norm.array();
+    column += 2;
+  }
+  return result;
+}
+
+Eigen::MatrixXf holographic_matrix(const Eigen::Ref<const Eigen::MatrixXcf>& blocks,
+                                   const HolographyLayout& layout, const HolographyConfig& config) {
+  const std::int64_t n = layout.n_features;
+  const Eigen::VectorXcf reference = blocks.col(n);
+  const Eigen::VectorXf intensity = reference.cwiseAbs2();
+  const float mean_reference = intensity.mean();
+  const float cut = static_cast<float>(config.dark_pixel_fraction) * mean_reference;
+  const float scale =
+      std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
+  Eigen::MatrixXf matrix = Eigen::MatrixXf::Zero(blocks.rows(), n);
+  for (std::int64_t j = 0; j < blocks.rows(); ++j) {
+    if (!(intensity(j) > cut && intensity(j) > 0.0F)) continue;
+    // Re(exp(-i θ_j) C_jk) = Re(conj(r_j) C_jk) / |r_j|
+    const std::complex<float> phase = std::conj(reference(j)) / std::sqrt(intensity(j));
+    for (std::int64_t k = 0; k < n; ++k) matrix(j, k) = scale * (phase * blocks(j, k)).real();
+  }
+  return matrix;
+}
+
+}  // namespace opu::sim

@@ -1,0 +1,283 @@
+#include "opu_sim/medium.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "opu_sim/packing.h"
+#include "opu_sim/status.h"
+#include "opu_sim/transmission_matrix.h"
+
+extern "C" int openblas_get_num_threads(void);
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace opu::sim {
+namespace {
+
+using Complex = std::complex<float>;
+using FloatMatrixMap = Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>>;
+
+// Frames re-laid as 64-bit words, bits past n_in cleared: the column-sum kernel walks set bits a
+// word at a time (count-trailing-zeros), whatever the frame's byte alignment.
+struct FrameWords {
+  std::int64_t words_per_frame = 0;
+  std::vector<std::uint64_t> words;
+
+  FrameWords(std::span<const std::uint8_t> packed, std::int64_t n_in, std::int64_t batch)
+      : words_per_frame((n_in + 63) / 64),
+        words(static_cast<std::size_t>(words_per_frame * batch), 0) {
+    const std::int64_t bytes = packed_bytes(n_in);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      auto* destination = reinterpret_cast<std::uint8_t*>(words.data() + b * words_per_frame);
+      std::memcpy(destination, packed.data() + b * bytes, static_cast<std::size_t>(bytes));
+      if (n_in % 64 != 0) {
+        words[static_cast<std::size_t>((b + 1) * words_per_frame - 1)] &=
+            (std::uint64_t{1} << (n_in % 64)) - 1;
+      }
+      if (std::endian::native != std::endian::little) {
+        OPU_CHECK(false, "big-endian hosts are not supported");
+      }
+    }
+  }
+  const std::uint64_t* frame(std::int64_t b) const { return words.data() + b * words_per_frame; }
+};
+
+// Rows of one register-resident accumulator: 32 complex = 64 floats = 8 AVX registers.
+constexpr std::int64_t kChunkRows = 32;
+
+// Adds, for each set bit j in [col0, col0 + cols) of the frame, column j of the tile (rows
+// [row, row + height) of it) to `acc`, in increasing j. `tile` holds columns from tile_col0 on.
+template <std::int64_t kHeight>
+inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
+                            std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
+                            std::int64_t height, float* acc) {
+  const std::int64_t first_word = col0 / 64;
+  const std::int64_t last_word = (col0 + cols + 63) / 64;
+  for (std::int64_t w = first_word; w < last_word; ++w) {
+    std::uint64_t bits = frame[w];
+    const std::int64_t word_end = (w + 1) * 64;
+    if (word_end > col0 + cols) bits &= (std::uint64_t{1} << ((col0 + cols) % 64)) - 1;
+    while (bits != 0) {
+      const std::int64_t j = w * 64 + std::countr_zero(bits);
+      bits &= bits - 1;
+      const float* column = tile + (j - tile_col0) * ld_floats;
+      if constexpr (kHeight > 0) {
+        for (std::int64_t k = 0; k < kHeight; ++k) acc[k] += column[k];
+      } else {
+        for (std::int64_t k = 0; k < height; ++k) acc[k] += column[k];
+      }
+    }
+  }
+}
+
+// Column-sum kernel. `tile` (complex, column-major, leading dimension ld) holds matrix rows
+// [row0, row0 + rows) and columns [tile_col0, ...); this adds the selected columns among
+// [col0, col0 + cols) (col0 a multiple of 64) into out rows [row0, row0 + rows) for every frame.
+// Each output element receives its columns in increasing order, whatever the tiling: dense and
+// streamed backends produce bit-identical fields.
+void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
+                 std::int64_t rows, std::int64_t col0, std::int64_t cols, const FrameWords& frames,
+                 std::int64_t batch, Eigen::MatrixXcf& out) {
+  const auto* tile_floats = reinterpret_cast<const float*>(tile);
+  const std::int64_t ld_floats = 2 * ld;
+  for (std::int64_t r = 0; r < rows; r += kChunkRows) {
+    const std::int64_t height = std::min(kChunkRows, rows - r);
+    for (std::int64_t b = 0; b < batch; ++b) {
+      auto* destination = reinterpret_cast<float*>(out.data() + b * out.rows() + row0 + r);
+      alignas(32) float acc[2 * kChunkRows];
+      std::memcpy(acc, destination, static_cast<std::size_t>(2 * height) * sizeof(float));
+      if (height == kChunkRows) {
+        add_set_columns<2 * kChunkRows>(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols,
+                                        frames.frame(b), 2 * height, acc);
+      } else {
+        add_set_columns<0>(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols,
+                           frames.frame(b), 2 * height, acc);
+      }
+      std::memcpy(destination, acc, static_cast<std::size_t>(2 * height) * sizeof(float));
+    }
+  }
+}
+
+// Columns per block of the column-sum kernel: 32 rows x 128 columns x 8 bytes = 32 KiB, the L1
+// cache, reused across every frame of the batch.
+constexpr std::int64_t kSumBlockCols = 128;
+// Row panel handed to one thread at a time.
+constexpr std::int64_t kPanelRows = 256;
+
+// Runs OpenBLAS single-threaded while our own threads are busy (and restores the setting): our
+// kernels never nest inside BLAS threads or the other way round.
+class ScopedSingleThreadedBlas {
+ public:
+  ScopedSingleThreadedBlas() : saved_(openblas_get_num_threads()) { openblas_set_num_threads(1); }
+  ~ScopedSingleThreadedBlas() { openblas_set_num_threads(saved_); }
+  ScopedSingleThreadedBlas(const ScopedSingleThreadedBlas&) = delete;
+  ScopedSingleThreadedBlas& operator=(const ScopedSingleThreadedBlas&) = delete;
+
+ private:
+  int saved_;
+};
+
+void check_request(const FieldsRequest& request, const Medium& medium) {
+  OPU_CHECK(request.n_in >= 1 && request.n_in <= medium.n_in(), "n_in outside the medium");
+  OPU_CHECK(request.n_out >= 1 && request.n_out <= medium.n_out(), "n_out outside the medium");
+  OPU_CHECK(request.batch >= 1, "empty batch");
+  OPU_CHECK(static_cast<std::int64_t>(request.packed.size()) ==
+                request.batch * packed_bytes(request.n_in),
+            "packed frames have the wrong size");
+}
+
+// --- dense ---------------------------------------------------------------------------------------
+
+class DenseMedium final : public Medium {
+ public:
+  DenseMedium(std::uint64_t seed, std::int64_t n_in, std::int64_t n_out)
+      : Medium(seed, n_in, n_out) {}
+
+  std::string_view name() const override { return "dense"; }
+  std::size_t memory_bytes() const override {
+    std::lock_guard lock(mutex_);
+    return cache_.size() * dense_matrix_bytes(n_in(), n_out());
+  }
+
+  void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const override {
+    check_request(request, *this);
+    const std::shared_ptr<const Eigen::MatrixXcf> matrix =
+        realisation(request.realisation, request.threads);
+    out.setZero(request.n_out, request.batch);
+    if (request.batch >= kGemmMinBatch) {
+      gemm_fields(*matrix, request, out);
+    } else {
+      sum_fields(*matrix, request, out);
+    }
+  }
+
+ private:
+  std::shared_ptr<const Eigen::MatrixXcf> realisation(std::uint64_t k, int threads) const {
+    std::lock_guard lock(mutex_);
+    if (auto found = cache_.find(k); found != cache_.end()) return found->second;
+    // Drift walks forward through realisations; keep the two newest (the pair a drifting medium
+    // interpolates between) and drop older ones.
+    while (cache_.size() >= 2) cache_.erase(cache_.begin());
+    auto matrix = std::make_shared<Eigen::MatrixXcf>(n_out(), n_in());
+    const TransmissionMatrixGenerator generator(seed(), n_in(), k);
+    const std::int64_t blocks = (n_in() + kSumBlockCols - 1) / kSumBlockCols;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::int64_t block = 0; block < blocks; ++block) {
+      const std::int64_t col0 = block * kSumBlockCols;
+      const std::int64_t cols = std::min(kSumBlockCols, n_in() - col0);
+      generator.fill_tile(0, n_out(), col0, cols, matrix->data() + col0 * n_out(), n_out());
+    }
+    cache_.emplace(k, matrix);
+    return matrix;
+  }
+
+  static void sum_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
+                         Eigen::MatrixXcf& out) {
+    const FrameWords frames(request.packed, request.n_in, request.batch);
+    const std::int64_t panels = (request.n_out + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel for schedule(static) num_threads(request.threads)
+    for (std::int64_t panel = 0; panel < panels; ++panel) {
+      const std::int64_t row0 = panel * kPanelRows;
+      const std::int64_t rows = std::min(kPanelRows, request.n_out - row0);
+      for (std::int64_t col0 = 0; col0 < request.n_in; col0 += kSumBlockCols) {
+        const std::int64_t cols = std::min(kSumBlockCols, request.n_in - col0);
+        column_sums(matrix.data() + row0, matrix.rows(), 0, row0, rows, col0, cols, frames,
+                    request.batch, out);
+      }
+    }
+  }
+
+  static void gemm_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
+                          Eigen::MatrixXcf& out) {
+    Eigen::MatrixXf inputs(request.n_in, request.batch);
+    unpack_frames_to_float(request.packed, request.n_in, request.batch, inputs);
+    const FloatMatrixMap real_view(reinterpret_cast<const float*>(matrix.data()),
+                                   2 * request.n_out, request.n_in,
+                                   Eigen::OuterStride<>(2 * matrix.rows()));
+    Eigen::Map<Eigen::MatrixXf> out_view(reinterpret_cast<float*>(out.data()), 2 * request.n_out,
+                                         request.batch);
+    out_view.noalias() = real_view * inputs;  // OpenBLAS sgemm (EIGEN_USE_BLAS)
+  }
+
+  mutable std::mutex mutex_;
+  mutable std::map<std::uint64_t, std::shared_ptr<const Eigen::MatrixXcf>> cache_;
+};
+
+// --- streamed ------------------------------------------------------------------------------------
+
+// Tile of R regenerated per (panel, column block): 256 rows x 512 columns x 8 bytes = 1 MiB per
+// thread, in L2, whatever the matrix size.
+constexpr std::int64_t kStreamTileCols = 512;
+
+class StreamedMedium final : public Medium {
+ public:
+  StreamedMedium(std::uint64_t seed, std::int64_t n_in, std::int64_t n_out)
+      : Medium(seed, n_in, n_out) {}
+
+  std::string_view name() const override { return "streamed"; }
+  std::size_t memory_bytes() const override { return 0; }
+
+  void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const override {
+    check_request(request, *this);
+    out.setZero(request.n_out, request.batch);
+    const TransmissionMatrixGenerator generator(seed(), n_in(), request.realisation);
+    const bool use_gemm = request.batch >= kGemmMinBatch;
+    std::optional<FrameWords> frames;
+    Eigen::MatrixXf inputs;
+    if (use_gemm) {
+      inputs.resize(request.n_in, request.batch);
+      unpack_frames_to_float(request.packed, request.n_in, request.batch, inputs);
+    } else {
+      frames.emplace(request.packed, request.n_in, request.batch);
+    }
+    const ScopedSingleThreadedBlas single_threaded_blas;
+    const std::int64_t panels = (request.n_out + kPanelRows - 1) / kPanelRows;
+#pragma omp parallel num_threads(request.threads)
+    {
+      Eigen::MatrixXcf tile(kPanelRows, kStreamTileCols);
+#pragma omp for schedule(static)
+      for (std::int64_t panel = 0; panel < panels; ++panel) {
+        const std::int64_t row0 = panel * kPanelRows;
+        const std::int64_t rows = std::min(kPanelRows, request.n_out - row0);
+        for (std::int64_t col0 = 0; col0 < request.n_in; col0 += kStreamTileCols) {
+          const std::int64_t cols = std::min(kStreamTileCols, request.n_in - col0);
+          generator.fill_tile(row0, rows, col0, cols, tile.data(), tile.rows());
+          if (use_gemm) {
+            const FloatMatrixMap real_view(reinterpret_cast<const float*>(tile.data()), 2 * rows,
+                                           cols, Eigen::OuterStride<>(2 * tile.rows()));
+            Eigen::Map<Eigen::MatrixXf, 0, Eigen::OuterStride<>> out_view(
+                reinterpret_cast<float*>(out.data() + row0), 2 * rows, request.batch,
+                Eigen::OuterStride<>(2 * out.rows()));
+            out_view.noalias() += real_view * inputs.middleRows(col0, cols);
+          } else {
+            for (std::int64_t block = col0; block < col0 + cols; block += kSumBlockCols) {
+              column_sums(tile.data(), tile.rows(), col0, row0, rows, block,
+                          std::min(kSumBlockCols, col0 + cols - block), *frames, request.batch,
+                          out);
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Medium> make_dense_medium(std::uint64_t seed, std::int64_t n_in,
+                                          std::int64_t n_out) {
+  return std::make_unique<DenseMedium>(seed, n_in, n_out);
+}
+
+std::unique_ptr<Medium> make_streamed_medium(std::uint64_t seed, std::int64_t n_in,
+                                             std::int64_t n_out) {
+  return std::make_unique<StreamedMedium>(seed, n_in, n_out);
+}
+
+}  // namespace opu::sim
