@@ -60,27 +60,34 @@ void encode_bitplanes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, Co
   }
 }
 
-// Patterns over block columns, built frame by frame.
+// Patterns over block columns (features, then the reference bit), built frame by frame.
 class PatternBatch {
  public:
   explicit PatternBatch(const HolographyLayout& layout)
-      : layout_(layout), bytes_(packed_bytes(block_columns(layout))) {}
+      : reference_bit_(layout.n_features),
+        code_bytes_(packed_bytes(layout.n_features)),
+        frame_bytes_(packed_bytes(block_columns(layout))) {}
 
+  /// Appends one frame: the code's features (none when `code` is null), plus the reference.
   void add(const std::uint8_t* code, bool with_reference) {
     const std::size_t start = packed_.size();
-    packed_.resize(start + static_cast<std::size_t>(bytes_), 0);
-    if (code != nullptr) std::copy(code, code + bytes_, packed_.begin() + static_cast<long>(start));
-    const std::int64_t ref = layout_.n_features;
-    if (with_reference) packed_[start + static_cast<std::size_t>(ref >> 3)] |=
-        static_cast<std::uint8_t>(1U << (ref & 7));
+    packed_.resize(start + static_cast<std::size_t>(frame_bytes_), 0);
+    if (code != nullptr) {
+      std::copy(code, code + code_bytes_, packed_.begin() + static_cast<std::ptrdiff_t>(start));
+    }
+    if (with_reference) {
+      packed_[start + static_cast<std::size_t>(reference_bit_ >> 3)] |=
+          static_cast<std::uint8_t>(1U << (reference_bit_ & 7));
+    }
     ++frames_;
   }
   std::span<const std::uint8_t> packed() const { return packed_; }
   std::int64_t frames() const { return frames_; }
 
  private:
-  HolographyLayout layout_;
-  std::int64_t bytes_;
+  std::int64_t reference_bit_;
+  std::int64_t code_bytes_;   // a code frame: its bits past n_features are zero (pack_frames)
+  std::int64_t frame_bytes_;  // a block-column frame: one bit more
   std::vector<std::uint8_t> packed_;
   std::int64_t frames_ = 0;
 };
