@@ -151,11 +151,12 @@ TEST_SUITE("opu_sim") {
 
   TEST_CASE("Holography: client-side linearisation over raw frames gives the same answer") {
     // What the remote client does when a device has no LinearTransform: format onto mirrors,
-    // call transform(), linearise. 16-bit ideal camera exposed at 2% of full scale: quantisation
-    // is negligible (1e-4 of a mean reading) and no speckle grain saturates (it would take 50x
-    // the mean; at the default 15% about 0.1% of readings clip and bias their pixels).
+    // call transform(), linearise. 16-bit ideal camera exposed at 5% of full scale: no speckle
+    // grain saturates (it would take 20x the mean; at the default 15% about 0.1% of readings
+    // clip and bias their pixels), and rounding to integer counts is the only difference left:
+    // half a count against dim I(x) frames of a few hundred counts, ~1e-3 of L.
     auto device =
-        make_sim("camera=ideal&adc_bits=16&target_fill=0.02&n_in=1024&n_out=128&seed=8");
+        make_sim("camera=ideal&adc_bits=16&target_fill=0.05&n_in=1024&n_out=128&seed=8");
     const Eigen::MatrixXf values = softmax_errors(10, 16, 8);
     const opu::sim::LinearRequest request{10, 128, 16,
                                           {values.data(), static_cast<std::size_t>(values.size())},
@@ -164,7 +165,7 @@ TEST_SUITE("opu_sim") {
         request, device->info(), device->config().holography,
         opu::sim::device_frame_capture(*device));
     REQUIRE(fallback.ok());
-    CHECK(relative_error(fallback->values, project(*device, values, 128)) < 1e-3);
+    CHECK(relative_error(fallback->values, project(*device, values, 128)) < 2e-3);
     CHECK(fallback->info.frames > 2 * 16);
   }
 }
