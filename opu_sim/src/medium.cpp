@@ -1,5 +1,6 @@
 #include "opu_sim/medium.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -51,29 +52,57 @@ struct FrameWords {
 // Rows of one register-resident accumulator: 32 complex = 64 floats = 8 AVX registers.
 constexpr std::int64_t kChunkRows = 32;
 
-// Adds, for each set bit j in [col0, col0 + cols) of the frame, column j of the tile (rows
-// [row, row + height) of it) to `acc`, in increasing j. `tile` holds columns from tile_col0 on.
-template <std::int64_t kHeight>
-inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
-                            std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
-                            std::int64_t height, float* acc) {
+// Calls visit(j) for each set bit j in [col0, col0 + cols) of the frame, in increasing j.
+template <typename Visit>
+inline void for_each_set_bit(const std::uint64_t* frame, std::int64_t col0, std::int64_t cols,
+                             const Visit& visit) {
   const std::int64_t first_word = col0 / 64;
   const std::int64_t last_word = (col0 + cols + 63) / 64;
   for (std::int64_t w = first_word; w < last_word; ++w) {
     std::uint64_t bits = frame[w];
-    const std::int64_t word_end = (w + 1) * 64;
-    if (word_end > col0 + cols) bits &= (std::uint64_t{1} << ((col0 + cols) % 64)) - 1;
+    if ((w + 1) * 64 > col0 + cols) bits &= (std::uint64_t{1} << ((col0 + cols) % 64)) - 1;
     while (bits != 0) {
-      const std::int64_t j = w * 64 + std::countr_zero(bits);
+      visit(w * 64 + std::countr_zero(bits));
       bits &= bits - 1;
-      const float* column = tile + (j - tile_col0) * ld_floats;
-      if constexpr (kHeight > 0) {
-        for (std::int64_t k = 0; k < kHeight; ++k) acc[k] += column[k];
-      } else {
-        for (std::int64_t k = 0; k < height; ++k) acc[k] += column[k];
-      }
     }
   }
+}
+
+// Adds, for each set bit j in [col0, col0 + cols) of the frame, column j of the tile (its first
+// `height` floats from `tile`) to `acc`, in increasing j. `tile` holds columns from tile_col0 on.
+inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
+                            std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
+                            std::int64_t height, float* acc) {
+#if defined(__AVX__)
+  if (height == 64) {
+    // A full chunk: eight accumulators stay in registers; each set bit costs 8 loads and 8 adds.
+    __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);
+    __m256 a2 = _mm256_loadu_ps(acc + 16), a3 = _mm256_loadu_ps(acc + 24);
+    __m256 a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40);
+    __m256 a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+    for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
+      const float* column = tile + (j - tile_col0) * ld_floats;
+      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(column));
+      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(column + 8));
+      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(column + 16));
+      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(column + 24));
+      a4 = _mm256_add_ps(a4, _mm256_loadu_ps(column + 32));
+      a5 = _mm256_add_ps(a5, _mm256_loadu_ps(column + 40));
+      a6 = _mm256_add_ps(a6, _mm256_loadu_ps(column + 48));
+      a7 = _mm256_add_ps(a7, _mm256_loadu_ps(column + 56));
+    });
+    _mm256_storeu_ps(acc, a0), _mm256_storeu_ps(acc + 8, a1);
+    _mm256_storeu_ps(acc + 16, a2), _mm256_storeu_ps(acc + 24, a3);
+    _mm256_storeu_ps(acc + 32, a4), _mm256_storeu_ps(acc + 40, a5);
+    _mm256_storeu_ps(acc + 48, a6), _mm256_storeu_ps(acc + 56, a7);
+    return;
+  }
+#endif
+  // Partial chunks (and machines without AVX): the same additions in the same order.
+  for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
+    const float* column = tile + (j - tile_col0) * ld_floats;
+    for (std::int64_t k = 0; k < height; ++k) acc[k] += column[k];
+  });
 }
 
 // Column-sum kernel. `tile` (complex, column-major, leading dimension ld) holds matrix rows
@@ -84,6 +113,7 @@ inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int6
 void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
                  std::int64_t rows, std::int64_t col0, std::int64_t cols, const FrameWords& frames,
                  std::int64_t batch, Eigen::MatrixXcf& out) {
+  OPU_CHECK(col0 % 64 == 0, "column blocks start on a word of frame bits");
   const auto* tile_floats = reinterpret_cast<const float*>(tile);
   const std::int64_t ld_floats = 2 * ld;
   for (std::int64_t r = 0; r < rows; r += kChunkRows) {
@@ -92,21 +122,23 @@ void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, s
       auto* destination = reinterpret_cast<float*>(out.data() + b * out.rows() + row0 + r);
       alignas(32) float acc[2 * kChunkRows];
       std::memcpy(acc, destination, static_cast<std::size_t>(2 * height) * sizeof(float));
-      if (height == kChunkRows) {
-        add_set_columns<2 * kChunkRows>(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols,
-                                        frames.frame(b), 2 * height, acc);
-      } else {
-        add_set_columns<0>(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols,
-                           frames.frame(b), 2 * height, acc);
-      }
+      add_set_columns(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols, frames.frame(b),
+                      2 * height, acc);
       std::memcpy(destination, acc, static_cast<std::size_t>(2 * height) * sizeof(float));
     }
   }
 }
 
-// Columns per block of the column-sum kernel: 32 rows x 128 columns x 8 bytes = 32 KiB, the L1
-// cache, reused across every frame of the batch.
-constexpr std::int64_t kSumBlockCols = 128;
+// Columns per block of the column-sum kernel: 32 rows x 64 columns x 8 bytes = 16 KiB, half the
+// L1 cache, reused across every frame of the batch. A multiple of 64 (one word of frame bits).
+constexpr std::int64_t kSumBlockCols = 64;
+
+// Leading dimension (complex elements) for `rows` rows: a power-of-two column stride would map
+// every column of a chunk to the same L1 sets and thrash them, so such strides get one cache line
+// of padding.
+constexpr std::int64_t padded_rows(std::int64_t rows) {
+  return (rows * 8) % 4096 == 0 ? rows + 8 : rows;
+}
 // Row panel handed to one thread at a time.
 constexpr std::int64_t kPanelRows = 256;
 
@@ -142,7 +174,7 @@ class DenseMedium final : public Medium {
   std::string_view name() const override { return "dense"; }
   std::size_t memory_bytes() const override {
     std::lock_guard lock(mutex_);
-    return cache_.size() * dense_matrix_bytes(n_in(), n_out());
+    return cache_.size() * dense_matrix_bytes(n_in(), padded_rows(n_out()));
   }
 
   void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const override {
@@ -164,14 +196,16 @@ class DenseMedium final : public Medium {
     // Drift walks forward through realisations; keep the two newest (the pair a drifting medium
     // interpolates between) and drop older ones.
     while (cache_.size() >= 2) cache_.erase(cache_.begin());
-    auto matrix = std::make_shared<Eigen::MatrixXcf>(n_out(), n_in());
+    auto matrix = std::make_shared<Eigen::MatrixXcf>(padded_rows(n_out()), n_in());
+    matrix->setZero();  // padding rows stay zero; only rows [0, n_out) are ever read
     const TransmissionMatrixGenerator generator(seed(), n_in(), k);
     const std::int64_t blocks = (n_in() + kSumBlockCols - 1) / kSumBlockCols;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (std::int64_t block = 0; block < blocks; ++block) {
       const std::int64_t col0 = block * kSumBlockCols;
       const std::int64_t cols = std::min(kSumBlockCols, n_in() - col0);
-      generator.fill_tile(0, n_out(), col0, cols, matrix->data() + col0 * n_out(), n_out());
+      generator.fill_tile(0, n_out(), col0, cols, matrix->data() + col0 * matrix->rows(),
+                          matrix->rows());
     }
     cache_.emplace(k, matrix);
     return matrix;
@@ -240,7 +274,7 @@ class StreamedMedium final : public Medium {
     const std::int64_t panels = (request.n_out + kPanelRows - 1) / kPanelRows;
 #pragma omp parallel num_threads(request.threads)
     {
-      Eigen::MatrixXcf tile(kPanelRows, kStreamTileCols);
+      Eigen::MatrixXcf tile(padded_rows(kPanelRows), kStreamTileCols);
 #pragma omp for schedule(static)
       for (std::int64_t panel = 0; panel < panels; ++panel) {
         const std::int64_t row0 = panel * kPanelRows;

@@ -1,0 +1,25 @@
+// Timing helpers and this machine's limits, measured in the same run as the benchmarks.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+namespace opu::bench {
+
+/// Seconds per call of `body`: repeats until `min_seconds` have passed (after one warm-up call),
+/// and returns the best of three such rounds (the least disturbed by a shared machine).
+double seconds_per_call(const std::function<void()>& body, double min_seconds);
+
+/// Peak single-precision FMA throughput of this machine with `threads` threads, FLOP/s, from a
+/// register-resident loop of independent FMAs (an upper bound no real kernel reaches).
+double measure_fma_peak(int threads, double min_seconds);
+
+/// Streaming read bandwidth, bytes/s, with `threads` threads over a buffer far larger than the
+/// caches.
+double measure_read_bandwidth(int threads, double min_seconds);
+
+/// Peak resident set size of this process so far, MiB.
+double peak_rss_mb();
+
+}  // namespace opu::bench

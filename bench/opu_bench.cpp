@@ -1,0 +1,190 @@
+// opu-bench: the simulator's throughput as ratios to this machine's limits, measured in one run.
+//
+//   opu-bench [--quick] [--json] [--threads N] [--min-seconds S]
+//
+// Every figure is printed next to what it is compared with, measured in the same run: the
+// equivalent float GEMM (OpenBLAS sgemm on the same 2 n_out x n_in real matrix), the FMA peak and
+// the memory bandwidth of this machine. Shared, noisy machines make absolute numbers unreliable;
+// ratios taken minutes apart are not.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "bench_support.h"
+#include "opu_sim/medium.h"
+#include "opu_sim/packing.h"
+#include "opu_sim/sim_device.h"
+#include "opu_sim/threading.h"
+#include "opu_sim/transmission_matrix.h"
+
+namespace {
+
+using opu::bench::seconds_per_call;
+using Json = nlohmann::json;
+
+struct Options {
+  bool quick = false;
+  bool json = false;
+  int threads = 1;
+  double min_seconds = 0.6;
+};
+
+struct Machine {
+  double fma_peak_flops = 0;
+  double bandwidth_bytes = 0;
+};
+
+std::vector<std::uint8_t> random_frames(std::int64_t n, std::int64_t batch, double density,
+                                        std::uint64_t seed) {
+  Eigen::Matrix<std::uint8_t, -1, -1> bits(n, batch);
+  std::uint64_t state = seed;
+  for (std::int64_t i = 0; i < bits.size(); ++i) {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    bits.data()[i] = static_cast<double>(state >> 11) * 0x1.0p-53 < density ? 1 : 0;
+  }
+  return opu::sim::pack_frames(bits);
+}
+
+void report(const Options& options, Json record, const std::string& text) {
+  record["threads"] = options.threads;
+  record["peak_rss_mb"] = opu::bench::peak_rss_mb();
+  if (options.json) {
+    std::cout << record.dump() << std::endl;
+  } else {
+    std::cout << text << std::endl;
+  }
+}
+
+std::string format(const char* pattern, auto... values) {
+  char buffer[512];
+  std::snprintf(buffer, sizeof buffer, pattern, values...);
+  return buffer;
+}
+
+// Dense medium against the equivalent float GEMM, for each batch.
+void bench_dense(const Options& options, const Machine& machine, std::int64_t n) {
+  const auto medium = opu::sim::make_dense_medium(7, n, n);
+  Eigen::MatrixXf real_matrix = Eigen::MatrixXf::Constant(2 * n, n, 0.01F);
+  for (std::int64_t batch : {1, 8, 32, 64, 128, 256}) {
+    const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 3);
+    Eigen::MatrixXcf fields;
+    const double sim_s = seconds_per_call(
+        [&] { medium->fields({packed, n, n, batch, 0, options.threads}, fields); },
+        options.min_seconds);
+    Eigen::MatrixXf inputs(n, batch);
+    opu::sim::unpack_frames_to_float(packed, n, batch, inputs);
+    Eigen::MatrixXf product(2 * n, batch);
+    const double gemm_s = seconds_per_call([&] { product.noalias() = real_matrix * inputs; },
+                                           options.min_seconds);
+    const double useful_flops = 4.0 * static_cast<double>(n) * static_cast<double>(n) * batch;
+    const double peak_fraction = useful_flops / sim_s / machine.fma_peak_flops;
+    const double vs_gemm = gemm_s / sim_s;
+    report(options,
+           {{"backend", "dense"}, {"n_in", n}, {"n_out", n}, {"batch", batch},
+            {"projections_per_s", batch / sim_s}, {"peak_fraction", peak_fraction},
+            {"gemm_projections_per_s", batch / gemm_s}, {"speedup_vs_gemm", vs_gemm},
+            {"kernel", batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column-sums"}},
+           format("dense     %6ld x %-6ld batch %4ld  %10.0f proj/s  %5.1f%% of FMA peak  "
+                  "%5.2fx float GEMM (%s)",
+                  static_cast<long>(n), static_cast<long>(n), static_cast<long>(batch),
+                  batch / sim_s, 100 * peak_fraction, vs_gemm,
+                  batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column sums"));
+  }
+}
+
+// Streamed medium: regeneration rate and the time a stored matrix would take to stream from
+// memory at the measured bandwidth.
+void bench_streamed(const Options& options, const Machine& machine, std::int64_t n,
+                    std::int64_t batch) {
+  const auto medium = opu::sim::make_streamed_medium(7, n, n);
+  const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 4);
+  Eigen::MatrixXcf fields;
+  const double seconds = seconds_per_call(
+      [&] { medium->fields({packed, n, n, batch, 0, options.threads}, fields); },
+      options.min_seconds);
+  const double entries = static_cast<double>(n) * static_cast<double>(n);
+  const double entries_per_s_per_core = entries / seconds / options.threads;
+  const double stream_s = entries * 8.0 / machine.bandwidth_bytes;
+  report(options,
+         {{"backend", "streamed"}, {"n_in", n}, {"n_out", n}, {"batch", batch},
+          {"projections_per_s", batch / seconds},
+          {"peak_fraction", stream_s / seconds},
+          {"matrix_entries_per_s_per_core", entries_per_s_per_core}},
+         format("streamed  %6ld x %-6ld batch %4ld  %10.2f proj/s  %.3f G entries/s/core  "
+                "%5.1f%% of memory-bandwidth speed  RSS %.0f MiB",
+                static_cast<long>(n), static_cast<long>(n), static_cast<long>(batch),
+                batch / seconds, entries_per_s_per_core / 1e9, 100 * stream_s / seconds,
+                opu::bench::peak_rss_mb()));
+}
+
+void bench_generator(const Options& options) {
+  const opu::sim::TransmissionMatrixGenerator generator(7, 4096);
+  std::vector<std::complex<float>> tile(256 * 1024);
+  const double seconds = seconds_per_call(
+      [&] { generator.fill_tile(0, 256, 0, 1024, tile.data(), 256); }, options.min_seconds);
+  const double rate = 256.0 * 1024.0 / seconds;
+  report(options, {{"backend", "generator"}, {"entries_per_s_per_core", rate}},
+         format("generator single core: %.3f G complex entries/s", rate / 1e9));
+}
+
+// A DFA-sized linear call (10 -> 256 ternary, batch 128) against the raw transforms it needs.
+void bench_linear(const Options& options, const std::string& camera) {
+  auto params = opu::sim::parse_query("n_in=1024&n_out=256&camera=" + camera + "&threads=" +
+                                      std::to_string(options.threads));
+  auto device = opu::sim::SimDevice::create(*opu::sim::SimConfig::from_params(*params)).value();
+  Eigen::MatrixXf errors = Eigen::MatrixXf::Constant(10, 128, 0.02F);
+  for (std::int64_t s = 0; s < 128; ++s) errors(s % 10, s) = -0.9F;
+  const opu::sim::LinearRequest request{
+      10, 256, 128, {errors.data(), static_cast<std::size_t>(errors.size())}, {}};
+  std::int64_t frames = 0;
+  const double linear_s = seconds_per_call(
+      [&] { frames = device->linear_transform(request).value().info.frames; },
+      options.min_seconds);
+  const std::vector<std::uint8_t> packed = random_frames(1024, frames, 0.3, 5);
+  const double raw_s = seconds_per_call(
+      [&] { (void)device->transform({1024, 256, frames, packed, 0.0}).value(); },
+      options.min_seconds);
+  report(options,
+         {{"backend", "linear-" + camera}, {"n_in", 10}, {"n_out", 256}, {"batch", 128},
+          {"projections_per_s", 128 / linear_s}, {"frames_per_call", frames},
+          {"ratio_to_raw_transforms", linear_s / raw_s}},
+         format("linear    10 -> 256 batch 128 (%s camera)  %10.0f proj/s  %ld frames/call  "
+                "%.2fx the raw transforms of those frames",
+                camera.c_str(), 128 / linear_s, static_cast<long>(frames), linear_s / raw_s));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"opu-bench: simulator throughput as ratios to this machine's limits"};
+  app.add_flag("--quick", options.quick, "small sizes and short timings (about a minute)");
+  app.add_flag("--json", options.json, "one JSON object per line per measurement");
+  app.add_option("--threads", options.threads, "compute threads (OpenMP and OpenBLAS)")
+      ->check(CLI::Range(1, 256));
+  app.add_option("--min-seconds", options.min_seconds, "time spent on each measurement")
+      ->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
+  opu::set_compute_threads(options.threads);
+
+  const Machine machine{opu::bench::measure_fma_peak(options.threads, options.min_seconds),
+                        opu::bench::measure_read_bandwidth(options.threads, options.min_seconds)};
+  report(options,
+         {{"backend", "machine"}, {"fma_peak_gflops", machine.fma_peak_flops / 1e9},
+          {"read_bandwidth_gbs", machine.bandwidth_bytes / 1e9}},
+         format("machine: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s (%d threads)",
+                machine.fma_peak_flops / 1e9, machine.bandwidth_bytes / 1e9, options.threads));
+  bench_generator(options);
+  for (std::int64_t n : options.quick ? std::vector<std::int64_t>{1024}
+                                      : std::vector<std::int64_t>{1024, 4096}) {
+    bench_dense(options, machine, n);
+  }
+  bench_streamed(options, machine, options.quick ? 4096 : 100000, 1);
+  bench_linear(options, "ideal");
+  bench_linear(options, "realistic");
+  return 0;
+}
