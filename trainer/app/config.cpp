@@ -1,0 +1,183 @@
+#include "config.h"
+
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+namespace opu::trainer::app {
+namespace {
+
+// One table drives JSON in and out, so a new option cannot be forgotten in one of them.
+struct Field {
+  std::function<void(const nlohmann::json&, Options&)> read;
+  std::function<nlohmann::json(const Options&)> write;
+};
+
+template <typename T>
+Field field(T Options::*member) {
+  return {[member](const nlohmann::json& j, Options& o) { o.*member = j.get<T>(); },
+          [member](const Options& o) { return nlohmann::json(o.*member); }};
+}
+
+const std::map<std::string, Field>& fields() {
+  static const std::map<std::string, Field> table = {
+      {"model", field(&Options::model)},
+      {"method", field(&Options::method)},
+      {"feedback", field(&Options::feedback)},
+      {"encoding", field(&Options::encoding)},
+      {"threshold", field(&Options::threshold)},
+      {"bitplanes", field(&Options::bitplanes)},
+      {"epochs", field(&Options::epochs)},
+      {"batch", field(&Options::batch)},
+      {"lr", field(&Options::lr)},
+      {"momentum", field(&Options::momentum)},
+      {"optimizer", field(&Options::optimizer)},
+      {"weight-decay", field(&Options::weight_decay)},
+      {"dropout", field(&Options::dropout)},
+      {"hidden", field(&Options::hidden)},
+      {"activation", field(&Options::activation)},
+      {"loss", field(&Options::loss)},
+      {"seed", field(&Options::seed)},
+      {"data", field(&Options::data)},
+      {"dataset", field(&Options::dataset)},
+      {"align-every", field(&Options::align_every)},
+      {"metrics", field(&Options::metrics)},
+      {"checkpoint", field(&Options::checkpoint)},
+      {"resume", field(&Options::resume)},
+      {"threads", field(&Options::threads)},
+      {"log-level", field(&Options::log_level)},
+  };
+  return table;
+}
+
+Status bad(const std::string& name, const std::string& got, const std::string& want) {
+  return invalid_argument("--" + name + " is " + got + ", want " + want);
+}
+
+}  // namespace
+
+Status apply_json(const nlohmann::json& json, Options& options) {
+  if (!json.is_object()) return invalid_argument("config: want a JSON object of option names");
+  for (const auto& [raw_key, value] : json.items()) {
+    std::string key = raw_key;
+    for (char& c : key) c = c == '_' ? '-' : c;
+    auto it = fields().find(key);
+    if (it == fields().end()) {
+      return invalid_argument("config: unknown option '" + raw_key + "'");
+    }
+    try {
+      it->second.read(value, options);
+    } catch (const nlohmann::json::exception& e) {
+      return invalid_argument("config: option '" + raw_key + "' is " + value.dump() +
+                              ", wrong type (" + e.what() + ")");
+    }
+  }
+  return {};
+}
+
+nlohmann::json to_json(const Options& options) {
+  nlohmann::json j;
+  for (const auto& [name, f] : fields()) j[name] = f.write(options);
+  return j;
+}
+
+Status finalize(Options& o) {
+  const bool gcn = o.model == "gcn";
+  if (o.model != "mlp" && !gcn) return bad("model", "'" + o.model + "'", "mlp or gcn");
+  if (o.method != "bp" && o.method != "dfa" && o.method != "shallow") {
+    return bad("method", "'" + o.method + "'", "bp, dfa or shallow");
+  }
+  if (o.epochs < 0) o.epochs = gcn ? 200 : 15;
+  if (o.lr < 0.0F) o.lr = 0.01F;
+  if (o.optimizer.empty()) o.optimizer = gcn ? "adam" : "sgd";
+  if (o.weight_decay < 0.0F) o.weight_decay = gcn ? 5e-4F : 0.0F;
+  if (o.dropout < 0.0F) o.dropout = gcn ? 0.5F : 0.0F;
+  if (o.hidden.empty()) o.hidden = gcn ? std::vector<std::int64_t>{16}
+                                       : std::vector<std::int64_t>{256, 256};
+  if (o.align_every < 0) o.align_every = gcn ? 1 : 50;
+  if (o.epochs < 1) return bad("epochs", std::to_string(o.epochs), ">= 1");
+  if (o.batch < 1) return bad("batch", std::to_string(o.batch), ">= 1");
+  if (!(o.lr > 0.0F)) return bad("lr", std::to_string(o.lr), "> 0");
+  if (!(o.dropout < 1.0F)) return bad("dropout", std::to_string(o.dropout), "in [0, 1)");
+  for (std::int64_t h : o.hidden) {
+    if (h < 1) return bad("hidden", std::to_string(h), "sizes >= 1");
+  }
+  if (o.encoding != "ternary" && o.encoding != "bitplanes") {
+    return bad("encoding", "'" + o.encoding + "'", "ternary or bitplanes");
+  }
+  if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
+    return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
+  }
+  if (o.bitplanes < 1 || o.bitplanes > 16) {
+    return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
+  }
+  if (o.threads < 1) return bad("threads", std::to_string(o.threads), ">= 1");
+  if (o.resume && o.checkpoint.empty()) {
+    return invalid_argument("--resume needs --checkpoint DIR (where the checkpoint is)");
+  }
+  return {};
+}
+
+Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
+  exit_code = -1;
+  Options options;
+  // --config is applied first so that explicit flags override it: CLI11 writes a variable only
+  // when its flag is present.
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--config") {
+      const std::string path = argv[i + 1];
+      std::ifstream in(path);
+      if (!in) return not_found("--config " + path + ": no such file");
+      nlohmann::json json;
+      try {
+        json = nlohmann::json::parse(in);
+      } catch (const nlohmann::json::exception& e) {
+        return invalid_argument("--config " + path + ": not JSON (" + e.what() + ")");
+      }
+      OPU_RETURN_IF_ERROR(apply_json(json, options).with_context("--config " + path));
+    }
+  }
+  CLI::App cli{"opu-train: train an MLP or a GCN with BP, DFA (digital or OPU feedback) or "
+               "shallow learning"};
+  Options& o = options;
+  cli.add_option("--model", o.model, "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)");
+  cli.add_option("--method", o.method, "bp, dfa or shallow (default dfa)");
+  cli.add_option("--feedback", o.feedback,
+                 "digital (U[-1,1) B), digital-gaussian, or a device URI: sim://?..., grpc://h:p");
+  cli.add_option("--encoding", o.encoding, "device feedback: ternary or bitplanes");
+  cli.add_option("--threshold", o.threshold, "ternary threshold relative to max|e| (0.1)");
+  cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (4)");
+  cli.add_option("--epochs", o.epochs, "epochs (mlp 15, gcn 200)");
+  cli.add_option("--batch", o.batch, "mini-batch size (mlp, 128)");
+  cli.add_option("--lr", o.lr, "learning rate (0.01)");
+  cli.add_option("--momentum", o.momentum, "SGD momentum (0.9)");
+  cli.add_option("--optimizer", o.optimizer, "sgd or adam (mlp sgd, gcn adam)");
+  cli.add_option("--weight-decay", o.weight_decay, "L2 weight decay (mlp 0, gcn 5e-4)");
+  cli.add_option("--dropout", o.dropout, "dropout probability (mlp 0, gcn 0.5)");
+  cli.add_option("--hidden", o.hidden, "hidden sizes (mlp 256 256, gcn 16)")->expected(1, 16);
+  cli.add_option("--activation", o.activation, "mlp hidden activation: relu, tanh, sigmoid");
+  cli.add_option("--loss", o.loss, "cross_entropy, bce or mse");
+  cli.add_option("--seed", o.seed, "seed of every random stream (1)");
+  cli.add_option("--data", o.data, "mlp: IDX folder; gcn: Planetoid folder");
+  cli.add_option("--dataset", o.dataset, "gcn: cora or citeseer");
+  cli.add_option("--align-every", o.align_every, "steps between alignment measurements, 0 = off");
+  cli.add_option("--metrics", o.metrics, "JSON lines file for per-epoch records");
+  cli.add_option("--checkpoint", o.checkpoint, "directory: a checkpoint after every epoch");
+  cli.add_flag("--resume", o.resume, "continue from --checkpoint DIR");
+  std::string config_path;
+  cli.add_option("--config", config_path, "JSON file of these option names (flags override)");
+  cli.add_option("--threads", o.threads, "compute threads (OpenMP + OpenBLAS), default 1");
+  cli.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off (warn)");
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    exit_code = cli.exit(e);
+    if (exit_code != 0) return invalid_argument(e.what());
+    return options;
+  }
+  return options;
+}
+
+}  // namespace opu::trainer::app

@@ -1,0 +1,56 @@
+// opu-train's options: one struct, filled from defaults, then a JSON config file (--config), then
+// the command line (flags win). The JSON keys are the flag names ("weight-decay" or
+// "weight_decay").
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "opu_sim/status.h"
+
+namespace opu::trainer::app {
+
+struct Options {
+  std::string model = "mlp";       // mlp | gcn
+  std::string method = "dfa";      // bp | dfa | shallow
+  std::string feedback = "digital";  // digital | digital-gaussian | a device URI (sim://, grpc://)
+  std::string encoding = "ternary";  // device feedback: ternary | bitplanes
+  float threshold = 0.1F;            // ternary threshold, relative to each sample's max |e|
+  int bitplanes = 4;                 // bit-planes per sign
+  // Model-dependent defaults are marked by negative / empty values and filled by finalize().
+  std::int64_t epochs = -1;        // mlp 15, gcn 200
+  std::int64_t batch = 128;        // mlp only (gcn is full batch)
+  float lr = -1.0F;                // mlp 0.01, gcn 0.01
+  float momentum = 0.9F;           // sgd only
+  std::string optimizer;           // mlp sgd, gcn adam
+  float weight_decay = -1.0F;      // mlp 0, gcn 5e-4 (first layer's weight only)
+  float dropout = -1.0F;           // mlp 0, gcn 0.5
+  std::vector<std::int64_t> hidden;  // mlp 256 256, gcn 16
+  std::string activation = "relu";   // mlp: relu | tanh | sigmoid
+  std::string loss = "cross_entropy";  // cross_entropy | bce | mse
+  std::uint64_t seed = 1;
+  std::string data;                // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder
+  std::string dataset = "cora";    // gcn: cora | citeseer | any NAME with NAME.content/.edges/.split
+  std::int64_t align_every = -1;   // steps between alignment measurements: mlp 50, gcn 1; 0 = off
+  std::string metrics;             // JSON lines file
+  std::string checkpoint;          // directory
+  bool resume = false;
+  std::string config;              // JSON file of these names
+  int threads = 1;                 // OpenMP + OpenBLAS threads
+  std::string log_level = "warn";  // spdlog level of the trainer's logs
+};
+
+/// Sets the model-dependent defaults and checks ranges; INVALID_ARGUMENT names the option.
+Status finalize(Options& options);
+/// Applies a JSON object of option names; unknown names and wrong types are INVALID_ARGUMENT.
+Status apply_json(const nlohmann::json& json, Options& options);
+/// Every option as JSON (what the run used; goes to the metrics file).
+nlohmann::json to_json(const Options& options);
+
+/// Parses argv: --config first (if any), then the flags. Returns the exit code to use instead of
+/// running when CLI11 asks for one (--help) through `exit_code`.
+Result<Options> parse_command_line(int argc, char** argv, int& exit_code);
+
+}  // namespace opu::trainer::app

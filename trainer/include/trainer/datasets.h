@@ -1,0 +1,74 @@
+// Datasets: IDX image/label files (MNIST, Fashion-MNIST or any image size and class count) and the
+// Planetoid citation graphs (Cora, CiteSeer) in the format of ../shared/data/README.md.
+//
+// Errors are values naming the file, the field, the value found and what was expected.
+#pragma once
+
+#include <Eigen/Core>
+#include <Eigen/SparseCore>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "opu_sim/status.h"
+
+namespace opu::trainer {
+
+/// Samples as columns and their integer labels in [0, n_classes).
+struct LabelledData {
+  Eigen::MatrixXf features;          // n_features x n_samples
+  std::vector<std::int32_t> labels;  // n_samples; -1 = unlabelled (graphs only)
+  std::int32_t n_classes = 0;
+};
+
+/// An IDX file's content: dims and raw bytes (unsigned byte data only, type 0x08).
+struct IdxArray {
+  std::vector<std::int64_t> dims;
+  std::vector<std::uint8_t> data;
+};
+
+/// Reads an IDX file, gzip-compressed or not (zlib reads both). NOT_FOUND when missing,
+/// DATA_LOSS when truncated or malformed.
+Result<IdxArray> read_idx(const std::string& path);
+
+/// Images (N x rows x cols, or N x features) scaled to [0, 1] and labels (N). `n_classes` 0 =
+/// max label + 1; otherwise labels at or above it are INVALID_ARGUMENT naming the file and index.
+Result<LabelledData> load_idx_pair(const std::string& images_path, const std::string& labels_path,
+                                   std::int32_t n_classes = 0);
+
+struct ImageDataset {
+  LabelledData train;
+  LabelledData test;
+};
+
+/// A folder with the four standard names (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+/// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), each optionally with `.gz`. The class count
+/// comes from the training labels; test images must have the same size and labels in range.
+Result<ImageDataset> load_idx_folder(const std::string& dir);
+
+/// Default folder of Debian's dataset-fashion-mnist package.
+inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+struct GraphDataset {
+  std::string name;
+  LabelledData nodes;  // features row-normalised (Kipf & Welling), labels -1 when unlabelled
+  /// Â = D^-1/2 (A + I) D^-1/2, symmetric, nodes x nodes.
+  std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency;
+  std::vector<std::uint8_t> split;  // per node: 0 unused, 1 train, 2 validation, 3 test
+  std::int64_t n_edges = 0;         // undirected edges read
+};
+
+/// Loads DIR/NAME.content, NAME.edges, NAME.split (NAME lower-case: cora, citeseer, ...).
+Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& name);
+
+/// The symmetric normalised adjacency with self-loops of an undirected edge list.
+Eigen::SparseMatrix<float> normalized_adjacency(
+    std::int64_t n_nodes, const std::vector<std::pair<std::int64_t, std::int64_t>>& edges);
+
+/// Finds ../shared/data/planetoid: $OPU_SHARED_DATA/planetoid, then ../shared/data/planetoid
+/// relative to the current directory and each of its parents, then relative to the executable's
+/// directory and its parents. Returns "" when none exists.
+std::string default_planetoid_dir();
+
+}  // namespace opu::trainer
