@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gaussian.h"
 #include "hash.h"
 
 namespace opu::sim::detail {
@@ -52,17 +53,28 @@ std::int64_t poisson(double lambda, CounterStream& stream) {
   return lambda < 10.0 ? poisson_inversion(lambda, stream) : poisson_ptrs(lambda, stream);
 }
 
-double Camera::reading(double lambda, std::uint64_t frame, std::int64_t pixel) const {
+bool Camera::gaussian_noise(double lambda) const {
+  // Poisson(λ) + N(0, σ_read²) has mean λ, variance λ + σ_read² and skewness
+  // λ / (λ + σ_read²)^1.5. Where that skewness is below kMaxGaussianSkew the sum is drawn as one
+  // Gaussian with the same mean and variance: indistinguishable at the counts (one ADC step is
+  // 40 e-), and an order of magnitude cheaper (vectorised). With the default 10 e- read noise
+  // that is every pixel (the skewness peaks at 0.038 at λ = 200 e-); without read noise, from
+  // λ = 400 e- on. exact_shot_noise forces Poisson draws everywhere.
+  if (config_.exact_shot_noise && shot_noise_) return false;
+  const double shot = shot_noise_ ? lambda : 0.0;
+  const double variance = shot + read_variance_;
+  return shot * shot <= kMaxGaussianSkew * kMaxGaussianSkew * variance * variance * variance;
+}
+
+double Camera::exact_reading(double lambda, std::uint64_t frame, std::int64_t pixel) const {
   CounterStream stream(splitmix64(noise_key_ ^ splitmix64(frame)) +
                        static_cast<std::uint64_t>(pixel) * 0xD1B54A32D192ED03ULL);
-  double electrons = config_.shot_noise && !config_.ideal
-                         ? static_cast<double>(poisson(lambda, stream))
-                         : lambda;
-  if (config_.read_noise && !config_.ideal && config_.read_noise_e > 0.0) {
+  double electrons = shot_noise_ ? static_cast<double>(poisson(lambda, stream)) : lambda;
+  if (read_variance_ > 0.0) {
     const double radius = std::sqrt(-2.0 * std::log(stream.uniform()));
     electrons += config_.read_noise_e * radius * std::cos(kTwoPi * stream.uniform());
   }
-  return electrons / config_.gain_e_per_count + config_.dark_offset_counts;
+  return electrons;
 }
 
 std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, double exposure_us,
@@ -71,24 +83,58 @@ std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, do
   const std::int64_t n_out = intensity.rows();
   const std::int64_t batch = intensity.cols();
   const int bytes_per_pixel = config_.adc_bits <= 8 ? 1 : 2;
-  const double full_scale = static_cast<double>(config_.full_scale());
-  const double electrons_per_intensity = config_.photons_per_us * exposure_us;
+  const auto full_scale = static_cast<float>(config_.full_scale());
+  const auto electrons_per_intensity = static_cast<float>(config_.photons_per_us * exposure_us);
+  const auto counts_per_electron = static_cast<float>(1.0 / config_.gain_e_per_count);
+  const auto dark = static_cast<float>(config_.dark_offset_counts);
+  const auto read_variance = static_cast<float>(read_variance_);
+  const float shot_weight = shot_noise_ ? 1.0F : 0.0F;
   data.assign(static_cast<std::size_t>(n_out * batch * bytes_per_pixel), 0);
   std::int64_t saturated = 0;
-#pragma omp parallel for schedule(static) num_threads(threads) reduction(+ : saturated)
-  for (std::int64_t b = 0; b < batch; ++b) {
-    const auto frame = static_cast<std::uint64_t>(first_frame + b);
-    for (std::int64_t p = 0; p < n_out; ++p) {
-      const double lambda = electrons_per_intensity * static_cast<double>(intensity(p, b));
-      const double rounded = std::floor(reading(lambda, frame, p) + 0.5);
-      if (rounded >= full_scale) ++saturated;
-      const auto count = static_cast<std::uint32_t>(std::clamp(rounded, 0.0, full_scale));
-      const std::size_t index = static_cast<std::size_t>(b * n_out + p);
-      if (bytes_per_pixel == 1) {
-        data[index] = static_cast<std::uint8_t>(count);
-      } else {
-        data[2 * index] = static_cast<std::uint8_t>(count & 0xFFU);
-        data[2 * index + 1] = static_cast<std::uint8_t>(count >> 8);
+#pragma omp parallel num_threads(threads) reduction(+ : saturated)
+  {
+    std::vector<float> counts(static_cast<std::size_t>(n_out));
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const auto frame = static_cast<std::uint64_t>(first_frame + b);
+      const std::uint64_t frame_key = splitmix64(noise_key_ ^ splitmix64(frame));
+      const auto key_low = static_cast<std::uint32_t>(frame_key);
+      const auto key_high = static_cast<std::uint32_t>(frame_key >> 32);
+      const float* column = intensity.col(b).data();
+      float* __restrict out = counts.data();
+      // Vectorised: one Gaussian per reading from 32-bit counter hashes of (frame, pixel).
+      for (std::int64_t p = 0; p < n_out; ++p) {
+        const std::uint32_t b1 = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) +
+                                           key_high);
+        const std::uint32_t b2 = lowbias32(b1 + 0x1B873593U);
+        float normal = 0.0F;
+        float unused = 0.0F;
+        gaussian_pair(b1, b2, 1.0F, &normal, &unused);
+        const float lambda = electrons_per_intensity * column[p];
+        const float electrons = lambda + std::sqrt(shot_weight * lambda + read_variance) * normal;
+        out[p] = electrons * counts_per_electron + dark;
+      }
+      // The readings a Gaussian would misrepresent (no read noise, or exact_shot_noise): redone
+      // with Poisson draws. None with the default camera.
+      if (!gaussian_everywhere_) {
+        for (std::int64_t p = 0; p < n_out; ++p) {
+          const double lambda = static_cast<double>(electrons_per_intensity) * column[p];
+          if (gaussian_noise(lambda)) continue;
+          out[p] = static_cast<float>(exact_reading(lambda, frame, p) / config_.gain_e_per_count +
+                                      config_.dark_offset_counts);
+        }
+      }
+      for (std::int64_t p = 0; p < n_out; ++p) {
+        const float rounded = std::floor(out[p] + 0.5F);
+        saturated += rounded >= full_scale ? 1 : 0;
+        const auto count = static_cast<std::uint32_t>(std::clamp(rounded, 0.0F, full_scale));
+        const std::size_t index = static_cast<std::size_t>(b * n_out + p);
+        if (bytes_per_pixel == 1) {
+          data[index] = static_cast<std::uint8_t>(count);
+        } else {
+          data[2 * index] = static_cast<std::uint8_t>(count & 0xFFU);
+          data[2 * index + 1] = static_cast<std::uint8_t>(count >> 8);
+        }
       }
     }
   }

@@ -49,8 +49,8 @@ struct FrameWords {
   const std::uint64_t* frame(std::int64_t b) const { return words.data() + b * words_per_frame; }
 };
 
-// Rows of one register-resident accumulator: 32 complex = 64 floats = 8 AVX registers.
-constexpr std::int64_t kChunkRows = 32;
+// Rows of one register-resident accumulator: 48 complex = 96 floats = 12 AVX registers.
+constexpr std::int64_t kChunkRows = 48;
 
 // Calls visit(j) for each set bit j in [col0, col0 + cols) of the frame, in increasing j.
 template <typename Visit>
@@ -74,27 +74,16 @@ inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int6
                             std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
                             std::int64_t height, float* acc) {
 #if defined(__AVX__)
-  if (height == 64) {
-    // A full chunk: eight accumulators stay in registers; each set bit costs 8 loads and 8 adds.
-    __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);
-    __m256 a2 = _mm256_loadu_ps(acc + 16), a3 = _mm256_loadu_ps(acc + 24);
-    __m256 a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40);
-    __m256 a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+  if (height == 2 * kChunkRows) {
+    // A full chunk: twelve accumulators stay in registers (of sixteen); each set bit costs 12
+    // loads and 12 adds, enough work to hide the bit-walking overhead.
+    __m256 a[12];
+    for (int k = 0; k < 12; ++k) a[k] = _mm256_loadu_ps(acc + 8 * k);
     for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
       const float* column = tile + (j - tile_col0) * ld_floats;
-      a0 = _mm256_add_ps(a0, _mm256_loadu_ps(column));
-      a1 = _mm256_add_ps(a1, _mm256_loadu_ps(column + 8));
-      a2 = _mm256_add_ps(a2, _mm256_loadu_ps(column + 16));
-      a3 = _mm256_add_ps(a3, _mm256_loadu_ps(column + 24));
-      a4 = _mm256_add_ps(a4, _mm256_loadu_ps(column + 32));
-      a5 = _mm256_add_ps(a5, _mm256_loadu_ps(column + 40));
-      a6 = _mm256_add_ps(a6, _mm256_loadu_ps(column + 48));
-      a7 = _mm256_add_ps(a7, _mm256_loadu_ps(column + 56));
+      for (int k = 0; k < 12; ++k) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(column + 8 * k));
     });
-    _mm256_storeu_ps(acc, a0), _mm256_storeu_ps(acc + 8, a1);
-    _mm256_storeu_ps(acc + 16, a2), _mm256_storeu_ps(acc + 24, a3);
-    _mm256_storeu_ps(acc + 32, a4), _mm256_storeu_ps(acc + 40, a5);
-    _mm256_storeu_ps(acc + 48, a6), _mm256_storeu_ps(acc + 56, a7);
+    for (int k = 0; k < 12; ++k) _mm256_storeu_ps(acc + 8 * k, a[k]);
     return;
   }
 #endif
@@ -139,8 +128,8 @@ constexpr std::int64_t kSumBlockCols = 64;
 constexpr std::int64_t padded_rows(std::int64_t rows) {
   return (rows * 8) % 4096 == 0 ? rows + 8 : rows;
 }
-// Row panel handed to one thread at a time.
-constexpr std::int64_t kPanelRows = 256;
+// Row panel handed to one thread at a time: six chunks.
+constexpr std::int64_t kPanelRows = 6 * kChunkRows;
 
 // Runs OpenBLAS single-threaded while our own threads are busy (and restores the setting): our
 // kernels never nest inside BLAS threads or the other way round.

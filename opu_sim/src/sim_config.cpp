@@ -131,6 +131,8 @@ const std::vector<Param>& params() {
       OPU_DOUBLE_PARAM("dark_offset_counts", camera.dark_offset_counts, "dark level, counts"),
       OPU_BOOL_PARAM("shot_noise", camera.shot_noise, "Poisson shot noise on/off"),
       OPU_BOOL_PARAM("read_noise", camera.read_noise, "Gaussian read noise on/off"),
+      OPU_BOOL_PARAM("exact_shot_noise", camera.exact_shot_noise,
+                     "Poisson draws everywhere (off: one Gaussian where shot+read skew < 0.05)"),
       OPU_DOUBLE_PARAM("readout_us", camera.readout_us, "sensor readout time, microseconds"),
       OPU_DOUBLE_PARAM("overhead_us", camera.overhead_us, "per-frame overhead, microseconds"),
       OPU_DOUBLE_PARAM("drift_tau_s", drift_tau_s,

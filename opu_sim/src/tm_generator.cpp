@@ -3,6 +3,7 @@
 #include <cstring>
 #include <vector>
 
+#include "gaussian.h"
 #include "hash.h"
 #include "opu_sim/transmission_matrix.h"
 
@@ -10,6 +11,7 @@ namespace opu::sim {
 namespace {
 
 using detail::lowbias32;
+using detail::gaussian_pair;
 using detail::splitmix64;
 
 constexpr std::uint32_t kRowSalt = 0x5BD1E995U;  // separates the row hash from the column hash
@@ -22,53 +24,6 @@ inline std::uint32_t row_hash(std::uint32_t row_key, std::int64_t row) {
 }
 inline std::uint32_t col_hash(std::uint32_t col_key, std::int64_t col) {
   return lowbias32(static_cast<std::uint32_t>(col) ^ col_key);
-}
-
-inline float bits_to_float(std::uint32_t bits) { return std::bit_cast<float>(bits); }
-inline std::uint32_t float_to_bits(float value) { return std::bit_cast<std::uint32_t>(value); }
-
-// Natural log of u in (0, 1) from +, -, *, / only: u = m * 2^e with m in [sqrt(1/2), sqrt(2)),
-// ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172: the series to s^9 is accurate to ~1e-9,
-// below float resolution.
-inline float log_unit(float u) {
-  const std::uint32_t bits = float_to_bits(u);
-  const std::uint32_t mantissa_bits = bits & 0x7FFFFFU;
-  // high: mantissa >= sqrt(2) (0x3504F3 is the mantissa field of sqrt(2) in [1, 2)); then halve
-  // the mantissa and carry one into the exponent. Integer selects keep the loop branch-free.
-  const std::uint32_t high = mantissa_bits >= 0x3504F3U ? 1U : 0U;
-  const int exponent = static_cast<int>((bits >> 23) & 0xFFU) - 127 + static_cast<int>(high);
-  const float mantissa = bits_to_float(mantissa_bits | (0x3F800000U - (high << 23)));
-  const float s = (mantissa - 1.0F) / (mantissa + 1.0F);
-  const float s2 = s * s;
-  const float series =
-      1.0F + s2 * (1.0F / 3.0F + s2 * (1.0F / 5.0F + s2 * (1.0F / 7.0F + s2 * (1.0F / 9.0F))));
-  return static_cast<float>(exponent) * 0.693147180559945F + 2.0F * s * series;
-}
-
-// One complex Gaussian entry from two 32-bit hashes (Box-Muller): radius from b1, direction from
-// b2. The direction is a quadrant (top two bits) plus an angle in (-pi/4, pi/4) from 22 bits, where
-// degree-7/8 Taylor polynomials of sin/cos are accurate to 3e-7 (float resolution).
-inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float* re, float* im) {
-  const float u = (static_cast<float>(b1 >> 8) + 0.5F) * 0x1.0p-24F;  // (0, 1)
-  const float radius = sigma * std::sqrt(-2.0F * log_unit(u));
-  const std::uint32_t quadrant = b2 >> 30;
-  const float frac = (static_cast<float>((b2 >> 8) & 0x3FFFFFU) + 0.5F) * 0x1.0p-22F;
-  const float theta = (frac - 0.5F) * 1.57079632679F;
-  const float t = theta * theta;
-  const float sin_t =
-      theta * (1.0F + t * (-1.0F / 6.0F + t * (1.0F / 120.0F + t * (-1.0F / 5040.0F))));
-  const float cos_t =
-      1.0F + t * (-0.5F + t * (1.0F / 24.0F + t * (-1.0F / 720.0F + t * (1.0F / 40320.0F))));
-  // Rotate (cos, sin) by quadrant * 90 degrees: exact swaps and sign flips, done on the bits.
-  const std::uint32_t swap_mask = 0U - (quadrant & 1U);
-  const std::uint32_t sin_bits = float_to_bits(sin_t);
-  const std::uint32_t cos_bits = float_to_bits(cos_t);
-  const std::uint32_t x_bits = (sin_bits & swap_mask) | (cos_bits & ~swap_mask);
-  const std::uint32_t y_bits = (cos_bits & swap_mask) | (sin_bits & ~swap_mask);
-  const std::uint32_t sign_x = ((quadrant ^ (quadrant >> 1)) & 1U) << 31;  // quadrants 1 and 2
-  const std::uint32_t sign_y = (quadrant >> 1) << 31;                      // quadrants 2 and 3
-  *re = radius * bits_to_float(x_bits ^ sign_x);
-  *im = radius * bits_to_float(y_bits ^ sign_y);
 }
 
 inline void entry_from_counter(std::uint32_t counter, float sigma, float* re, float* im) {

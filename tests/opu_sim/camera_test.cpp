@@ -9,6 +9,16 @@ using opu::test::Bits;
 using opu::test::make_sim;
 using opu::test::random_bits;
 
+// doctest has no generators: each SUBCASE picks one variant of the photon-transfer test.
+#define GENERATE_VARIANT()                                                   \
+  [] {                                                                       \
+    std::string chosen;                                                      \
+    SUBCASE("default camera") { chosen = ""; }                               \
+    SUBCASE("exact Poisson shot noise") { chosen = "&exact_shot_noise=on"; } \
+    SUBCASE("no read noise") { chosen = "&read_noise=off"; }                 \
+    return chosen;                                                           \
+  }()
+
 namespace {
 Eigen::MatrixXf ideal_intensity(opu::sim::SimDevice& device, const Bits& bits, std::int64_t n_out) {
   const std::vector<std::uint8_t> packed = opu::sim::pack_frames(bits);
@@ -78,8 +88,13 @@ TEST_SUITE("opu_sim") {
   TEST_CASE("Camera: photon transfer, noise variance grows linearly with the mean") {
     const std::uint64_t seed = opu::test::test_seed(23);
     INFO("seed " << seed);
-    // 12 bits so that quantisation (1/12 count^2) does not hide the shot noise.
-    auto device = make_sim("adc_bits=12&n_in=64&n_out=400&seed=" + std::to_string(seed));
+    // 12 bits so that quantisation (1/12 count^2) does not hide the shot noise. Three noise
+    // paths: the default (shot + read noise drawn as one Gaussian), exact Poisson draws
+    // everywhere, and no read noise (Poisson below 400 e-, Gaussian above).
+    const std::string variant = GENERATE_VARIANT();
+    INFO("variant " << variant);
+    auto device =
+        make_sim("adc_bits=12&n_in=64&n_out=400&seed=" + std::to_string(seed) + variant);
     const Bits frame = random_bits(64, 1, seed);
     Bits repeated(64, 200);
     for (std::int64_t b = 0; b < 200; ++b) repeated.col(b) = frame.col(0);
