@@ -11,7 +11,12 @@ namespace opu::bench {
 
 double seconds_per_call(const std::function<void()>& body, double min_seconds) {
   using Clock = std::chrono::steady_clock;
-  body();  // warm-up: caches, lazily built matrices, thread pools
+  // Warm-up: caches, lazily built matrices, thread pools. A call that alone outlasts the budget
+  // (a 100,000 x 100,000 streamed projection) is measured by that one call.
+  const auto warm_start = Clock::now();
+  body();
+  const double warm = std::chrono::duration<double>(Clock::now() - warm_start).count();
+  if (warm >= min_seconds) return warm;
   double best = 1e300;
   for (int round = 0; round < 3; ++round) {
     std::int64_t calls = 0;
@@ -72,7 +77,7 @@ double measure_fma_peak(int threads, double min_seconds) {
 }
 
 double measure_read_bandwidth(int threads, double min_seconds) {
-  const std::size_t floats = std::size_t{64} << 20;  // 256 MiB
+  const std::size_t floats = std::size_t{32} << 20;  // 128 MiB, four times the L3 cache
   std::vector<float> buffer(floats, 1.0F);
   volatile float sink = 0.0F;
   const double seconds = seconds_per_call(

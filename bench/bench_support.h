@@ -8,7 +8,8 @@
 namespace opu::bench {
 
 /// Seconds per call of `body`: repeats until `min_seconds` have passed (after one warm-up call),
-/// and returns the best of three such rounds (the least disturbed by a shared machine).
+/// and returns the best of three such rounds (the least disturbed by a shared machine). A warm-up
+/// call longer than `min_seconds` is the measurement.
 double seconds_per_call(const std::function<void()>& body, double min_seconds);
 
 /// Peak single-precision FMA throughput of this machine with `threads` threads, FLOP/s, from a

@@ -96,28 +96,39 @@ void bench_dense(const Options& options, const Machine& machine, std::int64_t n)
 }
 
 // Streamed medium: regeneration rate and the time a stored matrix would take to stream from
-// memory at the measured bandwidth.
-void bench_streamed(const Options& options, const Machine& machine, std::int64_t n,
-                    std::int64_t batch) {
+// memory at the measured bandwidth. Measured first, so that the process's peak resident memory is
+// the streamed backend's own (later benchmarks hold dense matrices).
+struct StreamedResult {
+  std::int64_t n = 0;
+  std::int64_t batch = 0;
+  double seconds = 0;
+  double rss_mb = 0;
+};
+
+StreamedResult time_streamed(const Options& options, std::int64_t n, std::int64_t batch) {
   const auto medium = opu::sim::make_streamed_medium(7, n, n);
   const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 4);
   Eigen::MatrixXcf fields;
   const double seconds = seconds_per_call(
       [&] { medium->fields({packed, n, n, batch, 0, options.threads}, fields); },
       options.min_seconds);
-  const double entries = static_cast<double>(n) * static_cast<double>(n);
-  const double entries_per_s_per_core = entries / seconds / options.threads;
+  return {n, batch, seconds, opu::bench::peak_rss_mb()};
+}
+
+void report_streamed(const Options& options, const Machine& machine, const StreamedResult& r) {
+  const double entries = static_cast<double>(r.n) * static_cast<double>(r.n);
+  const double entries_per_s_per_core = entries / r.seconds / options.threads;
   const double stream_s = entries * 8.0 / machine.bandwidth_bytes;
-  report(options,
-         {{"backend", "streamed"}, {"n_in", n}, {"n_out", n}, {"batch", batch},
-          {"projections_per_s", batch / seconds},
-          {"peak_fraction", stream_s / seconds},
-          {"matrix_entries_per_s_per_core", entries_per_s_per_core}},
-         format("streamed  %6ld x %-6ld batch %4ld  %10.2f proj/s  %.3f G entries/s/core  "
-                "%5.1f%% of memory-bandwidth speed  RSS %.0f MiB",
-                static_cast<long>(n), static_cast<long>(n), static_cast<long>(batch),
-                batch / seconds, entries_per_s_per_core / 1e9, 100 * stream_s / seconds,
-                opu::bench::peak_rss_mb()));
+  Json record = {{"backend", "streamed"}, {"n_in", r.n}, {"n_out", r.n}, {"batch", r.batch},
+                 {"projections_per_s", r.batch / r.seconds}, {"peak_fraction", stream_s / r.seconds},
+                 {"matrix_entries_per_s_per_core", entries_per_s_per_core},
+                 {"streamed_peak_rss_mb", r.rss_mb}};
+  report(options, record,
+         format("streamed  %6ld x %-6ld batch %4ld  %10.3f proj/s  %.3f G entries/s/core  "
+                "%5.1f%% of memory-bandwidth speed  peak RSS %.0f MiB",
+                static_cast<long>(r.n), static_cast<long>(r.n), static_cast<long>(r.batch),
+                r.batch / r.seconds, entries_per_s_per_core / 1e9, 100 * stream_s / r.seconds,
+                r.rss_mb));
 }
 
 void bench_generator(const Options& options) {
@@ -171,6 +182,7 @@ int main(int argc, char** argv) {
   if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
   opu::set_compute_threads(options.threads);
 
+  const StreamedResult streamed = time_streamed(options, options.quick ? 4096 : 100000, 1);
   const Machine machine{opu::bench::measure_fma_peak(options.threads, options.min_seconds),
                         opu::bench::measure_read_bandwidth(options.threads, options.min_seconds)};
   report(options,
@@ -183,7 +195,7 @@ int main(int argc, char** argv) {
                                       : std::vector<std::int64_t>{1024, 4096}) {
     bench_dense(options, machine, n);
   }
-  bench_streamed(options, machine, options.quick ? 4096 : 100000, 1);
+  report_streamed(options, machine, streamed);
   bench_linear(options, "ideal");
   bench_linear(options, "realistic");
   return 0;
