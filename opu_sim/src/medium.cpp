@@ -216,6 +216,9 @@ class DenseMedium final : public Medium {
     }
   }
 
+  // OpenBLAS sgemm on R viewed as floats, rows split over our own threads (each a single-threaded
+  // sgemm on its rows): `threads` alone decides the parallelism, and each output row is computed
+  // whole by one call, so the result does not depend on the thread count.
   static void gemm_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
                           Eigen::MatrixXcf& out) {
     Eigen::MatrixXf inputs(request.n_in, request.batch);
@@ -225,7 +228,18 @@ class DenseMedium final : public Medium {
                                    Eigen::OuterStride<>(2 * matrix.rows()));
     Eigen::Map<Eigen::MatrixXf> out_view(reinterpret_cast<float*>(out.data()), 2 * request.n_out,
                                          request.batch);
-    out_view.noalias() = real_view * inputs;  // OpenBLAS sgemm (EIGEN_USE_BLAS)
+    const ScopedSingleThreadedBlas single_threaded_blas;
+    // Panels depend on n_out only (never on the thread count): about eight of them, each large
+    // enough that sgemm's packing of the inputs (once per call) stays a few percent of its work.
+    const std::int64_t panel_rows = std::clamp<std::int64_t>(
+        (request.n_out / 8 + 63) / 64 * 64, 256, 1024);
+    const std::int64_t panels = (request.n_out + panel_rows - 1) / panel_rows;
+#pragma omp parallel for schedule(static) num_threads(request.threads)
+    for (std::int64_t panel = 0; panel < panels; ++panel) {
+      const std::int64_t row0 = 2 * panel * panel_rows;
+      const std::int64_t rows = std::min(2 * panel_rows, 2 * request.n_out - row0);
+      out_view.middleRows(row0, rows).noalias() = real_view.middleRows(row0, rows) * inputs;
+    }
   }
 
   mutable std::mutex mutex_;
