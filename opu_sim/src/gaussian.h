@@ -30,21 +30,19 @@ inline float log_unit(float u) {
   return static_cast<float>(exponent) * 0.693147180559945F + 2.0F * s * series;
 }
 
-// One complex Gaussian entry from two 32-bit hashes (Box-Muller): radius from b1, direction from
-// b2. The direction is a quadrant (top two bits) plus an angle in (-pi/4, pi/4) from 22 bits, where
-// degree-7/8 Taylor polynomials of sin/cos are accurate to 3e-7 (float resolution).
-inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float* re, float* im) {
-  const float u = (static_cast<float>(b1 >> 8) + 0.5F) * 0x1.0p-24F;  // (0, 1)
-  const float radius = sigma * std::sqrt(-2.0F * log_unit(u));
-  const std::uint32_t quadrant = b2 >> 30;
-  const float frac = (static_cast<float>((b2 >> 8) & 0x3FFFFFU) + 0.5F) * 0x1.0p-22F;
+// A unit complex number of uniformly random direction from 32 hash bits: a quadrant (top two
+// bits) plus an angle in (-pi/4, pi/4) from 22 bits, where degree-7/8 Taylor polynomials of sin
+// and cos are accurate to 3e-7 (float resolution); the quadrant rotation is exact (swaps and sign
+// flips done on the bits).
+inline void unit_phasor(std::uint32_t bits, float* x, float* y) {
+  const std::uint32_t quadrant = bits >> 30;
+  const float frac = (static_cast<float>((bits >> 8) & 0x3FFFFFU) + 0.5F) * 0x1.0p-22F;
   const float theta = (frac - 0.5F) * 1.57079632679F;
   const float t = theta * theta;
   const float sin_t =
       theta * (1.0F + t * (-1.0F / 6.0F + t * (1.0F / 120.0F + t * (-1.0F / 5040.0F))));
   const float cos_t =
       1.0F + t * (-0.5F + t * (1.0F / 24.0F + t * (-1.0F / 720.0F + t * (1.0F / 40320.0F))));
-  // Rotate (cos, sin) by quadrant * 90 degrees: exact swaps and sign flips, done on the bits.
   const std::uint32_t swap_mask = 0U - (quadrant & 1U);
   const std::uint32_t sin_bits = float_to_bits(sin_t);
   const std::uint32_t cos_bits = float_to_bits(cos_t);
@@ -52,8 +50,20 @@ inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float
   const std::uint32_t y_bits = (cos_bits & swap_mask) | (sin_bits & ~swap_mask);
   const std::uint32_t sign_x = ((quadrant ^ (quadrant >> 1)) & 1U) << 31;  // quadrants 1 and 2
   const std::uint32_t sign_y = (quadrant >> 1) << 31;                      // quadrants 2 and 3
-  *re = radius * bits_to_float(x_bits ^ sign_x);
-  *im = radius * bits_to_float(y_bits ^ sign_y);
+  *x = bits_to_float(x_bits ^ sign_x);
+  *y = bits_to_float(y_bits ^ sign_y);
+}
+
+// One complex Gaussian entry from two 32-bit hashes (Box-Muller): radius from b1, direction from
+// b2.
+inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float* re, float* im) {
+  const float u = (static_cast<float>(b1 >> 8) + 0.5F) * 0x1.0p-24F;  // (0, 1)
+  const float radius = sigma * std::sqrt(-2.0F * log_unit(u));
+  float x = 0.0F;
+  float y = 0.0F;
+  unit_phasor(b2, &x, &y);
+  *re = radius * x;
+  *im = radius * y;
 }
 
 }  // namespace opu::sim::detail

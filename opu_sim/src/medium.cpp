@@ -307,6 +307,11 @@ class StreamedMedium final : public Medium {
 
 }  // namespace
 
+std::complex<float> Medium::entry(std::int64_t row, std::int64_t col,
+                                  std::uint64_t realisation) const {
+  return TransmissionMatrixGenerator(seed_, n_in_, realisation).entry(row, col);
+}
+
 std::unique_ptr<Medium> make_dense_medium(std::uint64_t seed, std::int64_t n_in,
                                           std::int64_t n_out) {
   return std::make_unique<DenseMedium>(seed, n_in, n_out);

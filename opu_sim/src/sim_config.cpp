@@ -87,8 +87,10 @@ Status set_medium(SimConfig& config, std::string_view value) {
     config.medium = MediumKind::kDense;
   } else if (value == "streamed") {
     config.medium = MediumKind::kStreamed;
+  } else if (value == "structured") {
+    config.medium = MediumKind::kStructured;
   } else {
-    return bad_value("medium", value, "one of auto, dense, streamed");
+    return bad_value("medium", value, "one of auto, dense, streamed, structured");
   }
   return {};
 }
@@ -119,7 +121,7 @@ const std::vector<Param>& params() {
       OPU_INT_PARAM("noise_seed", noise_seed, "camera noise stream (0 = derived from seed)"),
       OPU_INT_PARAM("n_in", n_in, "input mirrors"),
       OPU_INT_PARAM("n_out", n_out, "camera pixels"),
-      Param{"medium", "backend: auto (dense up to 2 GiB), dense, streamed", set_medium,
+      Param{"medium", "backend: auto (dense up to 2 GiB, else structured), dense, streamed, structured", set_medium,
             [](const SimConfig& c) { return std::string(medium_kind_name(c.medium)); }},
       OPU_INT_PARAM("adc_bits", camera.adc_bits, "ADC bits per count, 1..16"),
       OPU_DOUBLE_PARAM("exposure_us", camera.exposure_us, "default exposure, microseconds"),
@@ -166,6 +168,8 @@ std::string_view medium_kind_name(MediumKind kind) {
       return "dense";
     case MediumKind::kStreamed:
       return "streamed";
+    case MediumKind::kStructured:
+      return "structured";
   }
   return "unknown";
 }

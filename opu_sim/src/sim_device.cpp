@@ -14,12 +14,12 @@
 #include "hash.h"
 #include "opu_sim/medium.h"
 #include "opu_sim/packing.h"
-#include "opu_sim/transmission_matrix.h"
 
 namespace opu::sim {
 namespace {
 
-// Dense up to this size; beyond it the matrix is streamed (memory independent of its size).
+// `auto`: dense up to this size; beyond it the structured operator (a streamed dense matrix of
+// device size would regenerate 1e12 entries per frame).
 constexpr std::size_t kAutoDenseLimitBytes = std::size_t{2} << 30;
 
 // Where the drifting medium is at device time t: R(t) = cos θ R_k + sin θ R_{k+1}
@@ -46,12 +46,20 @@ std::uint64_t noise_key(const SimConfig& config) {
 }
 
 std::unique_ptr<Medium> make_medium(const SimConfig& config) {
-  const bool dense =
-      config.medium == MediumKind::kDense ||
-      (config.medium == MediumKind::kAuto &&
-       dense_matrix_bytes(config.n_in, config.n_out) <= kAutoDenseLimitBytes);
-  return dense ? make_dense_medium(config.seed, config.n_in, config.n_out)
-               : make_streamed_medium(config.seed, config.n_in, config.n_out);
+  MediumKind kind = config.medium;
+  if (kind == MediumKind::kAuto) {
+    kind = dense_matrix_bytes(config.n_in, config.n_out) <= kAutoDenseLimitBytes
+               ? MediumKind::kDense
+               : MediumKind::kStructured;
+  }
+  switch (kind) {
+    case MediumKind::kStreamed:
+      return make_streamed_medium(config.seed, config.n_in, config.n_out);
+    case MediumKind::kStructured:
+      return make_structured_medium(config.seed, config.n_in, config.n_out);
+    default:
+      return make_dense_medium(config.seed, config.n_in, config.n_out);
+  }
 }
 
 }  // namespace
@@ -298,12 +306,10 @@ std::complex<float> SimDevice::matrix_entry(std::int64_t row, std::int64_t col,
                                             double time_s) const {
   const DriftPhase phase =
       drift_phase(impl_->config.drift_tau_s, static_cast<std::int64_t>(std::llround(time_s * 1e9)));
-  const TransmissionMatrixGenerator current(impl_->config.seed, impl_->config.n_in,
-                                            phase.realisation);
-  if (impl_->config.drift_tau_s <= 0.0) return current.entry(row, col);
-  const TransmissionMatrixGenerator next(impl_->config.seed, impl_->config.n_in,
-                                         phase.realisation + 1);
-  return phase.cos_theta * current.entry(row, col) + phase.sin_theta * next.entry(row, col);
+  const std::complex<float> current = impl_->medium->entry(row, col, phase.realisation);
+  if (impl_->config.drift_tau_s <= 0.0) return current;
+  return phase.cos_theta * current +
+         phase.sin_theta * impl_->medium->entry(row, col, phase.realisation + 1);
 }
 
 }  // namespace opu::sim

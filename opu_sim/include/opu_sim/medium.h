@@ -4,6 +4,8 @@
 //   sizes.
 // - streamed: tiles of R regenerated on the fly and never stored; memory independent of the
 //   matrix size.
+// - structured: an FFT-based operator with the same statistics (not the same entries), for device
+//   scale (1e6 x 2e6), where neither storing nor regenerating a dense R is possible.
 // Both share the generator's bit-identical entries and the same kernels. With the column-sum
 // kernel (batches below gemm_min_batch) they add the same entries in the same order, so their
 // fields are bit-identical; with the GEMM kernel (large batches) they agree to float rounding.
@@ -42,8 +44,13 @@ class Medium {
   /// E = R_realisation x for every frame: out is n_out x batch (one frame per column).
   virtual void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const = 0;
   virtual std::string_view name() const = 0;
-  /// Bytes held by the backend (the matrix for dense; tile buffers excluded).
+  /// Bytes held by the backend (the matrix for dense, phase masks for structured; per-call
+  /// buffers excluded).
   virtual std::size_t memory_bytes() const = 0;
+  /// Entry (row, col) of realisation k: what a frame lighting mirror `col` alone puts on pixel
+  /// `row`. Cheap for dense and streamed, three FFTs for structured (tests and calibration).
+  virtual std::complex<float> entry(std::int64_t row, std::int64_t col,
+                                    std::uint64_t realisation) const;
 
   std::int64_t n_in() const { return n_in_; }
   std::int64_t n_out() const { return n_out_; }
@@ -66,6 +73,13 @@ std::unique_ptr<Medium> make_dense_medium(std::uint64_t seed, std::int64_t n_in,
                                           std::int64_t n_out);
 std::unique_ptr<Medium> make_streamed_medium(std::uint64_t seed, std::int64_t n_in,
                                              std::int64_t n_out);
+/// R = s · P · F · D3 · F · D2 · F · D1 (see structured_medium.cpp): another medium than the
+/// dense/streamed one of the same seed, with the same statistics, at any size.
+std::unique_ptr<Medium> make_structured_medium(std::uint64_t seed, std::int64_t n_in,
+                                               std::int64_t n_out);
+/// Seconds of one bare in-place single-precision DFT of size n (FFTW_ESTIMATE), averaged over
+/// `repeats`: the structured backend's yardstick in opu-bench.
+double bare_fft_seconds(std::int64_t n, int repeats);
 
 /// Bytes a dense matrix of this size takes.
 inline std::size_t dense_matrix_bytes(std::int64_t n_in, std::int64_t n_out) {

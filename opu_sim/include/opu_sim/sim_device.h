@@ -18,7 +18,7 @@
 
 namespace opu::sim {
 
-enum class MediumKind { kAuto, kDense, kStreamed };
+enum class MediumKind { kAuto, kDense, kStreamed, kStructured };
 std::string_view medium_kind_name(MediumKind kind);
 
 /// Camera model (DESIGN.md §2.4). Counts = clip(round((Poisson(λ) + N(0, σ_read²)) / gain) + dark),

@@ -1,0 +1,217 @@
+// The structured medium: R = s · P · F · D3 · F · D2 · F · D1, restricted to the first n_in
+// columns, for device-scale sizes where a dense R cannot exist (a 1e6 x 2e6 matrix would take
+// 16 TB). D_l are diagonal random phase masks (counter-based, like every random number here), F
+// the DFT of size N = 2^ceil(log2 max(n_in, n_out)) (FFTW, single precision), P keeps the first
+// n_out pixels, and s = sqrt(2 / n_in) / N gives E|R_ij|^2 = 2 / n_in like the dense medium
+// (F unnormalised: the product of three is N^1.5 times a unitary matrix, whose entries have
+// E|U_ij|^2 = 1/N).
+// Why this operator: docs/architecture.md.
+#include <fftw3.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <cmath>
+#include <complex>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "gaussian.h"
+#include "hash.h"
+#include "opu_sim/medium.h"
+#include "opu_sim/packing.h"
+#include "opu_sim/status.h"
+#include "opu_sim/transmission_matrix.h"
+
+namespace opu::sim {
+namespace {
+
+using detail::lowbias32;
+using detail::splitmix64;
+
+// FFTW's planner is not thread-safe; execution of an existing plan is (new-array API).
+std::mutex& planner_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// fftwf_malloc'd complex buffer: SIMD-aligned, as new-array execution requires.
+struct FftwFree {
+  void operator()(fftwf_complex* p) const { fftwf_free(p); }
+};
+using FftBuffer = std::unique_ptr<fftwf_complex[], FftwFree>;
+
+FftBuffer allocate(std::int64_t n) {
+  auto* raw = static_cast<fftwf_complex*>(fftwf_malloc(sizeof(fftwf_complex) * static_cast<std::size_t>(n)));
+  OPU_CHECK(raw != nullptr, "fftwf_malloc failed");
+  return FftBuffer(raw);
+}
+
+}  // namespace
+
+/// One in-place forward DFT plan of size n, created once under the planner mutex with
+/// FFTW_ESTIMATE (the same algorithm every run: reproducible bits), executed const from any thread
+/// on any fftwf_malloc'd buffer of that size. Non-copyable.
+class FftPlan {
+ public:
+  explicit FftPlan(std::int64_t n) : n_(n) {
+    const FftBuffer scratch = allocate(n);
+    std::lock_guard lock(planner_mutex());
+    plan_ = fftwf_plan_dft_1d(static_cast<int>(n), scratch.get(), scratch.get(), FFTW_FORWARD,
+                              FFTW_ESTIMATE);
+    OPU_CHECK(plan_ != nullptr, "FFTW could not plan a transform of size " + std::to_string(n));
+  }
+  ~FftPlan() {
+    std::lock_guard lock(planner_mutex());
+    fftwf_destroy_plan(plan_);
+  }
+  FftPlan(const FftPlan&) = delete;
+  FftPlan& operator=(const FftPlan&) = delete;
+
+  void execute(fftwf_complex* data) const { fftwf_execute_dft(plan_, data, data); }
+  std::int64_t size() const { return n_; }
+
+ private:
+  std::int64_t n_;
+  fftwf_plan plan_ = nullptr;
+};
+
+namespace {
+
+constexpr int kLayers = 3;
+
+// The three phase masks of one realisation of the medium.
+struct PhaseMasks {
+  std::vector<std::complex<float>> layers[kLayers];
+};
+
+std::shared_ptr<const PhaseMasks> make_masks(std::uint64_t seed, std::uint64_t realisation,
+                                             std::int64_t n, int threads) {
+  auto masks = std::make_shared<PhaseMasks>();
+  for (int l = 0; l < kLayers; ++l) {
+    const std::uint64_t key =
+        splitmix64(splitmix64(seed ^ (static_cast<std::uint64_t>(kGeneratorVersion) << 48)) ^
+                   splitmix64(realisation) ^ splitmix64(0x5354525543ULL + static_cast<std::uint64_t>(l)));
+    const auto key_low = static_cast<std::uint32_t>(key);
+    const auto key_high = static_cast<std::uint32_t>(key >> 32);
+    std::vector<std::complex<float>>& mask = masks->layers[l];
+    mask.resize(static_cast<std::size_t>(n));
+    auto* values = reinterpret_cast<float*>(mask.data());
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (std::int64_t j = 0; j < n; ++j) {
+      const std::uint32_t bits =
+          lowbias32(lowbias32(static_cast<std::uint32_t>(j) ^ key_low) + key_high);
+      detail::unit_phasor(bits, &values[2 * j], &values[2 * j + 1]);
+    }
+  }
+  return masks;
+}
+
+void multiply(fftwf_complex* data, const std::vector<std::complex<float>>& mask) {
+  auto* x = reinterpret_cast<std::complex<float>*>(data);
+  const std::int64_t n = static_cast<std::int64_t>(mask.size());
+  for (std::int64_t j = 0; j < n; ++j) x[j] *= mask[static_cast<std::size_t>(j)];
+}
+
+class StructuredMedium final : public Medium {
+ public:
+  StructuredMedium(std::uint64_t seed, std::int64_t n_in, std::int64_t n_out)
+      : Medium(seed, n_in, n_out),
+        size_(static_cast<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))))),
+        plan_(size_),
+        scale_(static_cast<float>(std::sqrt(2.0 / static_cast<double>(n_in)) /
+                                  static_cast<double>(size_))) {}
+
+  std::string_view name() const override { return "structured"; }
+  std::size_t memory_bytes() const override {
+    std::lock_guard lock(mutex_);
+    return cache_.size() * kLayers * static_cast<std::size_t>(size_) * sizeof(std::complex<float>);
+  }
+
+  void fields(const FieldsRequest& request, Eigen::MatrixXcf& out) const override {
+    OPU_CHECK(request.n_in >= 1 && request.n_in <= n_in(), "n_in outside the medium");
+    OPU_CHECK(request.n_out >= 1 && request.n_out <= n_out(), "n_out outside the medium");
+    OPU_CHECK(static_cast<std::int64_t>(request.packed.size()) ==
+                  request.batch * packed_bytes(request.n_in),
+              "packed frames have the wrong size");
+    const std::shared_ptr<const PhaseMasks> masks = realisation(request.realisation, request.threads);
+    out.resize(request.n_out, request.batch);
+    const std::int64_t bytes = packed_bytes(request.n_in);
+    // Frames in parallel, each through the same single-threaded plan: results do not depend on
+    // the thread count.
+#pragma omp parallel num_threads(request.threads)
+    {
+      const FftBuffer buffer = allocate(size_);
+      auto* x = reinterpret_cast<std::complex<float>*>(buffer.get());
+#pragma omp for schedule(static)
+      for (std::int64_t b = 0; b < request.batch; ++b) {
+        const std::uint8_t* frame = request.packed.data() + b * bytes;
+        std::fill(x, x + size_, std::complex<float>(0.0F, 0.0F));
+        for (std::int64_t j = 0; j < request.n_in; ++j) {
+          if (frame_bit(frame, j)) x[j] = masks->layers[0][static_cast<std::size_t>(j)];
+        }
+        propagate(buffer.get(), *masks);
+        for (std::int64_t i = 0; i < request.n_out; ++i) out(i, b) = scale_ * x[i];
+      }
+    }
+  }
+
+  std::complex<float> entry(std::int64_t row, std::int64_t col,
+                            std::uint64_t realisation_index) const override {
+    const std::shared_ptr<const PhaseMasks> masks = realisation(realisation_index, 1);
+    const FftBuffer buffer = allocate(size_);
+    auto* x = reinterpret_cast<std::complex<float>*>(buffer.get());
+    std::fill(x, x + size_, std::complex<float>(0.0F, 0.0F));
+    x[col] = masks->layers[0][static_cast<std::size_t>(col)];
+    propagate(buffer.get(), *masks);
+    return scale_ * x[row];
+  }
+
+  std::int64_t fft_size() const { return size_; }
+
+ private:
+  // F · D3 · F · D2 · F applied in place (D1 is applied while the input is built).
+  void propagate(fftwf_complex* data, const PhaseMasks& masks) const {
+    plan_.execute(data);
+    multiply(data, masks.layers[1]);
+    plan_.execute(data);
+    multiply(data, masks.layers[2]);
+    plan_.execute(data);
+  }
+
+  std::shared_ptr<const PhaseMasks> realisation(std::uint64_t k, int threads) const {
+    std::lock_guard lock(mutex_);
+    if (auto found = cache_.find(k); found != cache_.end()) return found->second;
+    while (cache_.size() >= 2) cache_.erase(cache_.begin());
+    auto masks = make_masks(seed(), k, size_, threads);
+    cache_.emplace(k, masks);
+    return masks;
+  }
+
+  std::int64_t size_;
+  FftPlan plan_;
+  float scale_;
+  mutable std::mutex mutex_;
+  mutable std::map<std::uint64_t, std::shared_ptr<const PhaseMasks>> cache_;
+};
+
+}  // namespace
+
+std::unique_ptr<Medium> make_structured_medium(std::uint64_t seed, std::int64_t n_in,
+                                               std::int64_t n_out) {
+  return std::make_unique<StructuredMedium>(seed, n_in, n_out);
+}
+
+double bare_fft_seconds(std::int64_t n, int repeats) {
+  const FftPlan plan(n);
+  const FftBuffer buffer = allocate(n);
+  std::fill(reinterpret_cast<float*>(buffer.get()), reinterpret_cast<float*>(buffer.get()) + 2 * n,
+            0.5F);
+  const auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < repeats; ++r) plan.execute(buffer.get());
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / repeats;
+}
+
+}  // namespace opu::sim
