@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -131,6 +133,37 @@ void report_streamed(const Options& options, const Machine& machine, const Strea
                 r.rss_mb));
 }
 
+// Structured medium against the bare FFTs it needs (three per frame), frames in parallel.
+void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_out) {
+  const auto medium = opu::sim::make_structured_medium(7, n_in, n_out);
+  const std::int64_t batch = std::max(2, options.threads);
+  const std::vector<std::uint8_t> packed = random_frames(n_in, batch, 0.5, 6);
+  Eigen::MatrixXcf fields;
+  const double seconds = seconds_per_call(
+      [&] { medium->fields({packed, n_in, n_out, batch, 0, options.threads}, fields); },
+      options.min_seconds);
+  const auto size = static_cast<std::int64_t>(
+      std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))));
+  // Bare FFTs of the same size, one per thread in parallel, as the medium runs them.
+  double fft_s = 0;
+#pragma omp parallel num_threads(options.threads) reduction(max : fft_s)
+  fft_s = std::max(fft_s, opu::sim::bare_fft_seconds(size, options.quick ? 3 : 10));
+  const double frames_per_s = batch / seconds;
+  const double fft_frames_per_s = options.threads / (3.0 * fft_s);
+  report(options,
+         {{"backend", "structured"}, {"n_in", n_in}, {"n_out", n_out}, {"batch", batch},
+          {"fft_size", size}, {"projections_per_s", frames_per_s},
+          {"peak_fraction", frames_per_s / fft_frames_per_s},
+          {"ratio_to_bare_ffts", fft_frames_per_s / frames_per_s},
+          {"medium_mb", static_cast<double>(medium->memory_bytes()) / (1 << 20)}},
+         format("structured %8ld x %-8ld (FFT %ld)  %8.2f proj/s  %.2fx the time of its 3 bare "
+                "FFTs  masks %.0f MiB  peak RSS %.0f MiB",
+                static_cast<long>(n_in), static_cast<long>(n_out), static_cast<long>(size),
+                frames_per_s, fft_frames_per_s / frames_per_s,
+                static_cast<double>(medium->memory_bytes()) / (1 << 20),
+                opu::bench::peak_rss_mb()));
+}
+
 void bench_generator(const Options& options) {
   const opu::sim::TransmissionMatrixGenerator generator(7, 4096);
   std::vector<std::complex<float>> tile(256 * 1024);
@@ -196,6 +229,8 @@ int main(int argc, char** argv) {
     bench_dense(options, machine, n);
   }
   report_streamed(options, machine, streamed);
+  bench_structured(options, 1 << 20, 1 << 20);
+  if (!options.quick) bench_structured(options, 1039680, 2219520);  // 912x1140 DMD, 2040x1088 camera
   bench_linear(options, "ideal");
   bench_linear(options, "realistic");
   return 0;

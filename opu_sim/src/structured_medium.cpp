@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <complex>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -109,10 +110,18 @@ std::shared_ptr<const PhaseMasks> make_masks(std::uint64_t seed, std::uint64_t r
   return masks;
 }
 
+// x_j *= mask_j, written out: std::complex's operator* checks for infinities and NaN (C99
+// Annex G) through a library call unless -ffast-math, which the simulator never uses.
 void multiply(fftwf_complex* data, const std::vector<std::complex<float>>& mask) {
-  auto* x = reinterpret_cast<std::complex<float>*>(data);
+  float* __restrict x = reinterpret_cast<float*>(data);
+  const float* __restrict m = reinterpret_cast<const float*>(mask.data());
   const std::int64_t n = static_cast<std::int64_t>(mask.size());
-  for (std::int64_t j = 0; j < n; ++j) x[j] *= mask[static_cast<std::size_t>(j)];
+  for (std::int64_t j = 0; j < n; ++j) {
+    const float re = x[2 * j] * m[2 * j] - x[2 * j + 1] * m[2 * j + 1];
+    const float im = x[2 * j] * m[2 * j + 1] + x[2 * j + 1] * m[2 * j];
+    x[2 * j] = re;
+    x[2 * j + 1] = im;
+  }
 }
 
 class StructuredMedium final : public Medium {
@@ -148,9 +157,15 @@ class StructuredMedium final : public Medium {
 #pragma omp for schedule(static)
       for (std::int64_t b = 0; b < request.batch; ++b) {
         const std::uint8_t* frame = request.packed.data() + b * bytes;
-        std::fill(x, x + size_, std::complex<float>(0.0F, 0.0F));
-        for (std::int64_t j = 0; j < request.n_in; ++j) {
-          if (frame_bit(frame, j)) x[j] = masks->layers[0][static_cast<std::size_t>(j)];
+        std::memset(static_cast<void*>(x), 0, sizeof(fftwf_complex) * static_cast<std::size_t>(size_));
+        // D1 x: the mask's value on every mirror that is on (set bits, a byte at a time).
+        for (std::int64_t byte = 0; byte < bytes; ++byte) {
+          unsigned bits = frame[byte];
+          while (bits != 0) {
+            const std::int64_t j = byte * 8 + std::countr_zero(bits);
+            bits &= bits - 1;
+            if (j < request.n_in) x[j] = masks->layers[0][static_cast<std::size_t>(j)];
+          }
         }
         propagate(buffer.get(), *masks);
         for (std::int64_t i = 0; i < request.n_out; ++i) out(i, b) = scale_ * x[i];
