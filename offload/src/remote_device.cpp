@@ -107,6 +107,18 @@ struct RemoteDevice::Impl {
     if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
   }
 
+  // The backoff between attempts: waits up to `backoff` for the channel to become READY, and
+  // returns as soon as it is. Watching the channel also drives its reconnection: a synchronous
+  // client polls its sockets only inside calls (or in gRPC's backup poller, every 5 s), so a plain
+  // sleep would leave a restarted server's accepted connection unnoticed.
+  void wait_for_channel(std::chrono::milliseconds backoff) const {
+    const auto deadline = std::chrono::system_clock::now() + backoff;
+    grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY && channel->WaitForStateChange(state, deadline)) {
+      state = channel->GetState(/*try_to_connect=*/true);
+    }
+  }
+
   // Runs `attempt(context)` until it succeeds, fails with anything but UNAVAILABLE, or the policy
   // runs out of attempts; backs off exponentially between attempts.
   template <typename Attempt>
@@ -124,7 +136,7 @@ struct RemoteDevice::Impl {
       logger().debug("{} on {}: {}; retry {} in {} ms", rpc, description, status.message(), k,
                      backoff.count());
       retries.fetch_add(1, std::memory_order_relaxed);
-      std::this_thread::sleep_for(backoff);  // bounded: at most max_backoff per attempt
+      wait_for_channel(backoff);
       backoff = std::min(options.retry.max_backoff,
                          std::chrono::milliseconds(static_cast<std::int64_t>(
                              static_cast<double>(backoff.count()) * options.retry.multiplier)));

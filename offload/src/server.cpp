@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <condition_variable>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -38,6 +39,7 @@ struct RequestLog {
   std::int64_t frames = 0;
   std::int64_t bytes_in = 0;
   std::int64_t bytes_out = 0;
+  bool recorded = false;  // already counted and logged (a stream's failing message)
 };
 
 // Counters. Atomics only: handlers run concurrently and must not contend on a lock for this.
@@ -175,6 +177,16 @@ class OpuService final : public pb::OpuDevice::Service {
 
   ServerStats stats() const { return counters_.snapshot(); }
 
+  // Graceful part of a shutdown: from now on new calls are refused with UNAVAILABLE (clients retry
+  // elsewhere or later); returns when the calls in flight have finished or `grace` has passed.
+  // gRPC's own Shutdown(deadline) would also wait for every idle client to acknowledge its GOAWAY,
+  // which a synchronous client does only when its backup poller runs (every 5 s).
+  void drain(std::chrono::milliseconds grace) {
+    draining_.store(true);
+    std::unique_lock<std::mutex> lock(idle_mutex_);
+    idle_.wait_for(lock, grace, [&] { return counters_.in_flight().load() == 0; });
+  }
+
   grpc::Status GetInfo(grpc::ServerContext* context, const pb::GetInfoRequest* /*request*/,
                        pb::DeviceInfo* response) override {
     return guarded("GetInfo", *context, /*is_request=*/false, [&](RequestLog&) {
@@ -195,7 +207,7 @@ class OpuService final : public pb::OpuDevice::Service {
       grpc::ServerReaderWriter<pb::TransformResponse, pb::TransformRequest>* stream) override {
     // The guard covers the stream as a whole (authentication, admission, exceptions); each message
     // is counted and logged as a request of its own.
-    return guarded("TransformStream", *context, /*is_request=*/false, [&](RequestLog&) {
+    return guarded("TransformStream", *context, /*is_request=*/true, [&](RequestLog& stream_log) {
       pb::TransformRequest request;
       pb::TransformResponse response;
       while (stream->Read(&request)) {
@@ -204,7 +216,10 @@ class OpuService final : public pb::OpuDevice::Service {
         const auto start = Clock::now();
         Status status = serve(request, &response, "TransformStream", log);
         finish("TransformStream", /*is_request=*/true, status, log, start);
-        if (!status.ok()) return status;
+        if (!status.ok()) {
+          stream_log.recorded = true;
+          return status;
+        }
         if (!stream->Write(response)) {
           return Status(StatusCode::kCancelled, "TransformStream: client went away");
         }
@@ -317,8 +332,12 @@ class OpuService final : public pb::OpuDevice::Service {
     RequestLog log;
     Status status = authenticate(context);
     if (status.ok()) {
+      // Count first, then look at draining_: with both sequentially consistent, either drain()
+      // sees this call in flight or this call sees the drain.
       const std::int64_t running = counters_.in_flight().fetch_add(1) + 1;
-      if (running > options_.max_inflight) {
+      if (draining_.load()) {
+        status = unavailable(std::string(rpc) + ": server shutting down");
+      } else if (running > options_.max_inflight) {
         status = {StatusCode::kResourceExhausted,
                   std::string(rpc) + ": server busy, " + str(running) +
                       " requests in flight, limit " + str(options_.max_inflight) +
@@ -338,8 +357,15 @@ class OpuService final : public pb::OpuDevice::Service {
         }
       }
       counters_.in_flight().fetch_sub(1);
+      if (draining_.load()) {
+        const std::lock_guard<std::mutex> lock(idle_mutex_);
+        idle_.notify_all();
+      }
     }
-    if (rpc != "TransformStream" || !status.ok()) finish(rpc, is_request, status, log, start);
+    // A stream's messages are counted one by one; the stream itself only when it fails on its own
+    // (authentication, admission, an exception).
+    const bool stream = rpc == "TransformStream";
+    if (!stream || (!status.ok() && !log.recorded)) finish(rpc, is_request, status, log, start);
     return to_grpc(status);
   }
 
@@ -363,6 +389,9 @@ class OpuService final : public pb::OpuDevice::Service {
   pb::DeviceInfo wire_info_;
   const ServerOptions options_;
   Counters counters_;
+  std::atomic<bool> draining_{false};
+  std::mutex idle_mutex_;  // only for waiting on idle_ during a drain
+  std::condition_variable idle_;
 };
 
 int clamp_to_int(std::int64_t value) {
@@ -481,7 +510,13 @@ Result<std::unique_ptr<RemoteDevice>> Server::connect_in_process(RemoteOptions o
 void Server::shutdown(std::chrono::milliseconds grace) {
   std::call_once(impl_->shutdown_once, [&] {
     if (auto* health = impl_->server->GetHealthCheckService()) health->Shutdown();
-    impl_->server->Shutdown(std::chrono::system_clock::now() + grace);
+    const auto end = std::chrono::system_clock::now() + grace;
+    impl_->service->drain(grace);
+    // No handler runs any more (or the grace is over). Their last responses may still be on their
+    // way out: give them what is left of the grace, at most kFlushWindow, then close connections
+    // and cancel the rest rather than wait for idle clients to acknowledge a GOAWAY.
+    constexpr auto kFlushWindow = std::chrono::seconds(2);
+    impl_->server->Shutdown(std::min(end, std::chrono::system_clock::now() + kFlushWindow));
   });
 }
 

@@ -205,6 +205,35 @@ TEST_CASE("Server: every malformed LinearTransform gets its code and an actionab
   CHECK(response.request_id() == 43);
 }
 
+TEST_CASE("Server: TransformStream answers in order and ends at the first bad message") {
+  auto server = start_server();
+  auto stub = raw_stub(*server);
+  grpc::ClientContext context;
+  auto stream = stub->TransformStream(&context);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    pb::TransformRequest request = good_transform(2, 10 + i);
+    request.set_request_id(100 + i);
+    REQUIRE(stream->Write(request));
+  }
+  pb::TransformRequest bad = good_transform();
+  bad.set_batch(0);
+  stream->Write(bad);
+  stream->WritesDone();
+  pb::TransformResponse response;
+  std::vector<std::uint64_t> ids;
+  while (stream->Read(&response)) ids.push_back(response.request_id());
+  const grpc::Status status = stream->Finish();
+  CHECK(ids == std::vector<std::uint64_t>{100, 101, 102});
+  CHECK(status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  CHECK(status.error_message().find("TransformStream: batch is 0") != std::string::npos);
+  const auto stats = server->stats();
+  CHECK(stats.requests == 4);
+  CHECK(stats.get_info == 0);
+  CHECK(stats.errors() == 1);
+  CHECK(stats.frames == 6);
+  check_still_serves(*stub);
+}
+
 TEST_CASE("Server: missing or wrong token is UNAUTHENTICATED, the right one is served") {
   ServerOptions options;
   options.token = "s3cret";

@@ -79,8 +79,9 @@ class Server {
   /// `options.addresses` and TLS settings are ignored; the token is sent when set.
   Result<std::unique_ptr<RemoteDevice>> connect_in_process(RemoteOptions options = {});
 
-  /// Graceful shutdown: health turns NOT_SERVING, no new calls are accepted, calls in flight get
-  /// up to `grace` to finish and are cancelled after it. Idempotent; thread-safe.
+  /// Graceful shutdown: health turns NOT_SERVING, new calls are refused with UNAVAILABLE (which
+  /// clients retry), calls in flight get up to `grace` to finish and are cancelled after it; then
+  /// connections close. Returns when that is done. Idempotent; thread-safe.
   void shutdown(std::chrono::milliseconds grace);
   /// Blocks until the server has shut down.
   void wait();
