@@ -29,6 +29,7 @@ using Json = nlohmann::json;
 
 struct Options {
   bool quick = false;
+  bool table = false;
   bool json = false;
   int threads = 1;
   double min_seconds = 0.6;
@@ -50,6 +51,15 @@ std::vector<std::uint8_t> random_frames(std::int64_t n, std::int64_t batch, doub
   return opu::sim::pack_frames(bits);
 }
 
+// The real device takes 500 µs per frame (2 kHz): how the simulator's frame rate compares.
+constexpr double kDeviceFramesPerSecond = 2000.0;
+std::string device_speed(double frames_per_s) {
+  char text[64];
+  std::snprintf(text, sizeof text, "(%.3gx the real device's 2 kHz)",
+                frames_per_s / kDeviceFramesPerSecond);
+  return text;
+}
+
 void report(const Options& options, Json record, const std::string& text) {
   record["threads"] = options.threads;
   record["peak_rss_mb"] = opu::bench::peak_rss_mb();
@@ -67,10 +77,11 @@ std::string format(const char* pattern, auto... values) {
 }
 
 // Dense medium against the equivalent float GEMM, for each batch.
-void bench_dense(const Options& options, const Machine& machine, std::int64_t n) {
+void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
+                 const std::vector<std::int64_t>& batches) {
   const auto medium = opu::sim::make_dense_medium(7, n, n);
   Eigen::MatrixXf real_matrix = Eigen::MatrixXf::Constant(2 * n, n, 0.01F);
-  for (std::int64_t batch : {1, 8, 32, 64, 128, 256}) {
+  for (std::int64_t batch : batches) {
     const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 3);
     Eigen::MatrixXcf fields;
     const double sim_s = seconds_per_call(
@@ -90,10 +101,11 @@ void bench_dense(const Options& options, const Machine& machine, std::int64_t n)
             {"gemm_projections_per_s", batch / gemm_s}, {"speedup_vs_gemm", vs_gemm},
             {"kernel", batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column-sums"}},
            format("dense     %6ld x %-6ld batch %4ld  %10.0f proj/s  %5.1f%% of FMA peak  "
-                  "%5.2fx float GEMM (%s)",
+                  "%5.2fx float GEMM (%s)  %s",
                   static_cast<long>(n), static_cast<long>(n), static_cast<long>(batch),
                   batch / sim_s, 100 * peak_fraction, vs_gemm,
-                  batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column sums"));
+                  batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column sums",
+                  device_speed(batch / sim_s).c_str()));
   }
 }
 
@@ -127,10 +139,10 @@ void report_streamed(const Options& options, const Machine& machine, const Strea
                  {"streamed_peak_rss_mb", r.rss_mb}};
   report(options, record,
          format("streamed  %6ld x %-6ld batch %4ld  %10.3f proj/s  %.3f G entries/s/core  "
-                "%5.1f%% of memory-bandwidth speed  peak RSS %.0f MiB",
+                "%5.1f%% of memory-bandwidth speed  peak RSS %.0f MiB  %s",
                 static_cast<long>(r.n), static_cast<long>(r.n), static_cast<long>(r.batch),
                 r.batch / r.seconds, entries_per_s_per_core / 1e9, 100 * stream_s / r.seconds,
-                r.rss_mb));
+                r.rss_mb, device_speed(r.batch / r.seconds).c_str()));
 }
 
 // Structured medium against the bare FFTs it needs (three per frame), frames in parallel.
@@ -157,11 +169,11 @@ void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_
           {"ratio_to_bare_ffts", fft_frames_per_s / frames_per_s},
           {"medium_mb", static_cast<double>(medium->memory_bytes()) / (1 << 20)}},
          format("structured %8ld x %-8ld (FFT %ld)  %8.2f proj/s  %.2fx the time of its 3 bare "
-                "FFTs  masks %.0f MiB  peak RSS %.0f MiB",
+                "FFTs  masks %.0f MiB  peak RSS %.0f MiB  %s",
                 static_cast<long>(n_in), static_cast<long>(n_out), static_cast<long>(size),
                 frames_per_s, fft_frames_per_s / frames_per_s,
                 static_cast<double>(medium->memory_bytes()) / (1 << 20),
-                opu::bench::peak_rss_mb()));
+                opu::bench::peak_rss_mb(), device_speed(frames_per_s).c_str()));
 }
 
 void bench_generator(const Options& options) {
@@ -200,6 +212,29 @@ void bench_linear(const Options& options, const std::string& camera) {
                 camera.c_str(), 128 / linear_s, static_cast<long>(frames), linear_s / raw_s));
 }
 
+Machine measure_machine(const Options& options) {
+  const Machine machine{opu::bench::measure_fma_peak(options.threads, options.min_seconds),
+                        opu::bench::measure_read_bandwidth(options.threads, options.min_seconds)};
+  report(options,
+         {{"backend", "machine"}, {"fma_peak_gflops", machine.fma_peak_flops / 1e9},
+          {"read_bandwidth_gbs", machine.bandwidth_bytes / 1e9}},
+         format("machine: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s (%d threads)",
+                machine.fma_peak_flops / 1e9, machine.bandwidth_bytes / 1e9, options.threads));
+  return machine;
+}
+
+// Issue 6's table: each backend at each size it can reach on this machine (dense stops at 1e4:
+// 1e5 would take 80 GB; streamed at 1e5: 1e6 would regenerate 1e12 entries per frame).
+void run_table(const Options& options) {
+  std::vector<StreamedResult> streamed;
+  for (std::int64_t n : {1000, 10000, 100000}) streamed.push_back(time_streamed(options, n, 1));
+  const Machine machine = measure_machine(options);
+  for (const StreamedResult& result : streamed) report_streamed(options, machine, result);
+  for (std::int64_t n : {1000, 10000}) bench_dense(options, machine, n, {1, 256});
+  for (std::int64_t n : {1000, 10000, 100000, 1000000}) bench_structured(options, n, n);
+  bench_structured(options, 1039680, 2219520);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -207,6 +242,9 @@ int main(int argc, char** argv) {
   CLI::App app{"opu-bench: simulator throughput as ratios to this machine's limits"};
   app.add_flag("--quick", options.quick, "small sizes and short timings (about a minute)");
   app.add_flag("--json", options.json, "one JSON object per line per measurement");
+  app.add_flag("--table", options.table,
+               "every backend at n_in = n_out = 1e3, 1e4, 1e5, 1e6 and at the device shape "
+               "1,039,680 x 2,219,520 (several minutes)");
   app.add_option("--threads", options.threads, "compute threads (OpenMP and OpenBLAS)")
       ->check(CLI::Range(1, 256));
   app.add_option("--min-seconds", options.min_seconds, "time spent on each measurement")
@@ -215,18 +253,16 @@ int main(int argc, char** argv) {
   if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
   opu::set_compute_threads(options.threads);
 
+  if (options.table) {
+    run_table(options);
+    return 0;
+  }
   const StreamedResult streamed = time_streamed(options, options.quick ? 4096 : 100000, 1);
-  const Machine machine{opu::bench::measure_fma_peak(options.threads, options.min_seconds),
-                        opu::bench::measure_read_bandwidth(options.threads, options.min_seconds)};
-  report(options,
-         {{"backend", "machine"}, {"fma_peak_gflops", machine.fma_peak_flops / 1e9},
-          {"read_bandwidth_gbs", machine.bandwidth_bytes / 1e9}},
-         format("machine: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s (%d threads)",
-                machine.fma_peak_flops / 1e9, machine.bandwidth_bytes / 1e9, options.threads));
+  const Machine machine = measure_machine(options);
   bench_generator(options);
   for (std::int64_t n : options.quick ? std::vector<std::int64_t>{1024}
                                       : std::vector<std::int64_t>{1024, 4096}) {
-    bench_dense(options, machine, n);
+    bench_dense(options, machine, n, {1, 8, 32, 64, 128, 256});
   }
   report_streamed(options, machine, streamed);
   bench_structured(options, 1 << 20, 1 << 20);

@@ -4,7 +4,7 @@
 // opu::offload::Server with its own identical SimDevice through an in-process gRPC channel (stubs
 // and codecs, no sockets), and (c) the same server over a loopback TCP port (what opu-serve
 // gives). The ratio remote / in-process and the added microseconds per call are printed; the
-// in-process figure is the better of two measurements taken before and after the remote ones.
+// three are timed in interleaved rounds and each keeps its best round.
 //
 // Workloads (DESIGN.md §6; the targets: remote / in-process <= 1.15):
 //   dfa:  ternary LinearTransform of 10 -> 256 at batch 128 (one DFA feedback projection),
@@ -13,13 +13,14 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "bench_support.h"
 #include "offload/open_device.h"
 #include "offload/remote_device.h"
 #include "offload/server.h"
@@ -57,17 +58,33 @@ void report(const std::string& name, const Measured& m, double calls_per_step_no
   }
 }
 
-// Times `body(device)` on the three devices; the in-process figure is measured twice (before and
-// after) and the better one kept, so that a noisy neighbour does not flatter the remote ratio.
+// Times `body(device)` on the three devices, interleaved: `rounds` rounds, each timing every
+// device for about the same wall time, and keeps each device's best round. On a shared, noisy
+// machine interleaving exposes all three to the same disturbances, and the best round is the
+// least disturbed one.
 Measured measure(opu::sim::Device& local, opu::sim::Device& channel, opu::sim::Device& loopback,
-                 const std::function<void(opu::sim::Device&)>& body, double min_seconds) {
-  Measured m;
-  const double local_before = opu::bench::seconds_per_call([&] { body(local); }, min_seconds);
-  m.in_process_channel_s = opu::bench::seconds_per_call([&] { body(channel); }, min_seconds);
-  m.loopback_s = opu::bench::seconds_per_call([&] { body(loopback); }, min_seconds);
-  const double local_after = opu::bench::seconds_per_call([&] { body(local); }, min_seconds);
-  m.local_s = std::min(local_before, local_after);
-  return m;
+                 const std::function<void(opu::sim::Device&)>& body, double min_seconds,
+                 int rounds, std::int64_t& calls) {
+  using Clock = std::chrono::steady_clock;
+  opu::sim::Device* devices[3] = {&local, &channel, &loopback};
+  double best[3] = {1e300, 1e300, 1e300};
+  for (auto* device : devices) body(*device);  // warm-up: connections, caches, lazy matrices
+  const double slot = min_seconds / (3.0 * rounds);
+  for (int round = 0; round < rounds; ++round) {
+    for (int d = 0; d < 3; ++d) {
+      std::int64_t n = 0;
+      const auto start = Clock::now();
+      double elapsed = 0.0;
+      do {
+        body(*devices[d]);
+        ++n;
+        elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      } while (elapsed < slot);
+      calls += n;
+      best[d] = std::min(best[d], elapsed / static_cast<double>(n));
+    }
+  }
+  return {best[0], best[1], best[2]};
 }
 
 struct Setup {
@@ -108,13 +125,15 @@ Setup make_setup(const std::string& query) {
 int main(int argc, char** argv) {
   CLI::App app{"opu-bench-remote: remote (gRPC) vs in-process OPU, measured in one run"};
   int threads = 1;
-  double min_seconds = 3.0;
+  double min_seconds = 30.0;
+  int rounds = 10;
   std::string camera = "realistic";
   std::int64_t dfa_n_in = 1024, dfa_features = 10, dfa_n_out = 256, dfa_batch = 128;
   std::int64_t bulk_n_in = 4096, bulk_n_out = 4096, bulk_batch = 1000;
   bool skip_bulk = false;
   app.add_option("--threads", threads, "compute threads of every device (both sides)");
-  app.add_option("--min-seconds", min_seconds, "time per measurement (best of 3 rounds)");
+  app.add_option("--seconds", min_seconds, "wall time per workload, all devices together");
+  app.add_option("--rounds", rounds, "interleaved rounds per workload (best round kept)");
   app.add_option("--camera", camera, "ideal or realistic");
   app.add_option("--dfa-mirrors", dfa_n_in, "device mirrors for the DFA workload");
   app.add_option("--dfa-features", dfa_features, "error-vector length (classes)");
@@ -129,8 +148,8 @@ int main(int argc, char** argv) {
   opu::set_compute_threads(threads);
 
   const std::string common = "seed=7&camera=" + camera + "&threads=" + std::to_string(threads);
-  std::printf("opu-bench-remote: threads %d, camera %s, %.1f s per measurement\n\n", threads,
-              camera.c_str(), min_seconds);
+  std::printf("opu-bench-remote: threads %d, camera %s, %.0f s per workload in %d rounds\n\n",
+              threads, camera.c_str(), min_seconds, rounds);
 
   {
     Setup s = make_setup(common + "&n_in=" + std::to_string(dfa_n_in) +
@@ -145,19 +164,20 @@ int main(int argc, char** argv) {
     request.batch = dfa_batch;
     request.values = values;
     request.options.encoding = opu::sim::Encoding::kTernary;
+    std::int64_t calls = 0;
     const Measured m = measure(
         *s.local, *s.channel, *s.loopback,
         [&](opu::sim::Device& device) {
           if (!device.linear_transform(request).ok()) throw std::runtime_error("linear failed");
         },
-        min_seconds);
+        min_seconds, rounds, calls);
     char title[256];
     std::snprintf(title, sizeof(title),
                   "dfa: ternary LinearTransform %lld -> %lld, batch %lld, %lld mirrors "
-                  "(%lld calls timed on the loopback path)",
+                  "(%lld calls in %d interleaved rounds)",
                   static_cast<long long>(dfa_features), static_cast<long long>(dfa_n_out),
                   static_cast<long long>(dfa_batch), static_cast<long long>(dfa_n_in),
-                  static_cast<long long>(s.server->stats().requests));
+                  static_cast<long long>(calls), rounds);
     report(title, m, 1.0);
   }
   if (!skip_bulk) {
@@ -171,18 +191,21 @@ int main(int argc, char** argv) {
     request.n_out = bulk_n_out;
     request.batch = bulk_batch;
     request.inputs = inputs;
+    std::int64_t calls = 0;
     const Measured m = measure(
         *s.local, *s.channel, *s.loopback,
         [&](opu::sim::Device& device) {
           if (!device.transform(request).ok()) throw std::runtime_error("transform failed");
         },
-        min_seconds);
+        min_seconds, rounds, calls);
     char title[256];
     std::snprintf(title, sizeof(title),
-                  "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB out per call)",
+                  "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB out per "
+                  "call; %lld calls in %d interleaved rounds)",
                   static_cast<long long>(bulk_batch), static_cast<long long>(bulk_n_in),
                   static_cast<long long>(bulk_n_out),
-                  static_cast<double>(bulk_batch * bulk_n_out) / 1e6);
+                  static_cast<double>(bulk_batch * bulk_n_out) / 1e6,
+                  static_cast<long long>(calls), rounds);
     report(title, m, 0.0);
   }
   return 0;
