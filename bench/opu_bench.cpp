@@ -30,6 +30,7 @@ using Json = nlohmann::json;
 struct Options {
   bool quick = false;
   bool table = false;
+  opu::sim::FftOptions fft{true, "opu-fftw.wisdom"};
   bool json = false;
   int threads = 1;
   double min_seconds = 0.6;
@@ -147,7 +148,7 @@ void report_streamed(const Options& options, const Machine& machine, const Strea
 
 // Structured medium against the bare FFTs it needs (three per frame), frames in parallel.
 void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_out) {
-  const auto medium = opu::sim::make_structured_medium(7, n_in, n_out);
+  const auto medium = opu::sim::make_structured_medium(7, n_in, n_out, options.fft);
   const std::int64_t batch = std::max(2, options.threads);
   const std::vector<std::uint8_t> packed = random_frames(n_in, batch, 0.5, 6);
   Eigen::MatrixXcf fields;
@@ -159,7 +160,7 @@ void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_
   // Bare FFTs of the same size, one per thread in parallel, as the medium runs them.
   double fft_s = 0;
 #pragma omp parallel num_threads(options.threads) reduction(max : fft_s)
-  fft_s = std::max(fft_s, opu::sim::bare_fft_seconds(size, options.quick ? 3 : 10));
+  fft_s = std::max(fft_s, opu::sim::bare_fft_seconds(size, options.quick ? 3 : 10, options.fft));
   const double frames_per_s = batch / seconds;
   const double fft_frames_per_s = options.threads / (3.0 * fft_s);
   report(options,
@@ -249,7 +250,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--min-seconds", options.min_seconds, "time spent on each measurement")
       ->check(CLI::PositiveNumber);
+  std::string planning = "measure";
+  app.add_option("--fft-planning", planning,
+                 "structured medium and its yardstick: estimate or measure (default measure)")
+      ->check(CLI::IsMember({"estimate", "measure"}));
+  app.add_option("--fft-wisdom", options.fft.wisdom_path,
+                 "FFTW wisdom file, loaded and saved (default ./opu-fftw.wisdom; \"\" = none)");
   CLI11_PARSE(app, argc, argv);
+  options.fft.measure = planning == "measure";
   if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
   opu::set_compute_threads(options.threads);
 

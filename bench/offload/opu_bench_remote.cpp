@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -37,24 +38,31 @@ std::uint64_t mix(std::uint64_t x) {
   return x ^ (x >> 31);
 }
 
+// Seconds per call on the three paths: wall time (what a caller waits) and CPU time of the whole
+// process (client, server and gRPC threads together: what the work costs). On a shared, loaded
+// machine the CPU figure is the robust one: the scheduler favours threads that just woke up (the
+// server's), which flatters the remote wall time.
 struct Measured {
-  double local_s = 0.0;
-  double in_process_channel_s = 0.0;
-  double loopback_s = 0.0;
+  double wall[3] = {1e300, 1e300, 1e300};  // in-process, in-process channel, loopback
+  double cpu[3] = {1e300, 1e300, 1e300};
 };
 
-void report(const std::string& name, const Measured& m, double calls_per_step_note) {
-  const auto row = [&](const char* label, double seconds) {
-    std::printf("  %-34s %10.1f us/call  ratio %5.3f  added %+8.1f us/call\n", label,
-                seconds * 1e6, seconds / m.local_s, (seconds - m.local_s) * 1e6);
-  };
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+void report(const std::string& name, const Measured& m) {
+  static const char* kLabels[3] = {"in-process sim://", "gRPC, in-process channel",
+                                   "gRPC, loopback TCP (opu-serve)"};
   std::printf("%s\n", name.c_str());
-  std::printf("  %-34s %10.1f us/call\n", "in-process sim://", m.local_s * 1e6);
-  row("gRPC, in-process channel", m.in_process_channel_s);
-  row("gRPC, loopback TCP (opu-serve)", m.loopback_s);
-  if (calls_per_step_note > 0.0) {
-    std::printf("  added per DFA training step (%.0f projection call(s)): %+.1f us\n",
-                calls_per_step_note, (m.loopback_s - m.local_s) * 1e6 * calls_per_step_note);
+  std::printf("    %-30s %12s %7s %10s   %12s %7s %10s\n", "", "wall us/call", "ratio", "added us",
+              "cpu us/call", "ratio", "added us");
+  for (int d = 0; d < 3; ++d) {
+    std::printf("    %-30s %12.1f %7.3f %+10.1f   %12.1f %7.3f %+10.1f\n", kLabels[d],
+                m.wall[d] * 1e6, m.wall[d] / m.wall[0], (m.wall[d] - m.wall[0]) * 1e6,
+                m.cpu[d] * 1e6, m.cpu[d] / m.cpu[0], (m.cpu[d] - m.cpu[0]) * 1e6);
   }
 }
 
@@ -67,13 +75,14 @@ Measured measure(opu::sim::Device& local, opu::sim::Device& channel, opu::sim::D
                  int rounds, std::int64_t& calls) {
   using Clock = std::chrono::steady_clock;
   opu::sim::Device* devices[3] = {&local, &channel, &loopback};
-  double best[3] = {1e300, 1e300, 1e300};
+  Measured m;
   for (auto* device : devices) body(*device);  // warm-up: connections, caches, lazy matrices
   const double slot = min_seconds / (3.0 * rounds);
   for (int round = 0; round < rounds; ++round) {
     for (int d = 0; d < 3; ++d) {
       std::int64_t n = 0;
       const auto start = Clock::now();
+      const double cpu_start = process_cpu_seconds();
       double elapsed = 0.0;
       do {
         body(*devices[d]);
@@ -81,11 +90,43 @@ Measured measure(opu::sim::Device& local, opu::sim::Device& channel, opu::sim::D
         elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       } while (elapsed < slot);
       calls += n;
-      best[d] = std::min(best[d], elapsed / static_cast<double>(n));
+      m.wall[d] = std::min(m.wall[d], elapsed / static_cast<double>(n));
+      m.cpu[d] = std::min(m.cpu[d], (process_cpu_seconds() - cpu_start) / static_cast<double>(n));
     }
   }
-  return {best[0], best[1], best[2]};
+  return m;
 }
+
+// A device that does no work: answers with zeros of the right shape. Served remotely, it leaves
+// only what serving costs (copies, protobuf, gRPC, loopback TCP, thread hand-offs) in the timing,
+// which is small and therefore measurable on a noisy machine where the simulator's own time
+// varies by more than that overhead from one round to the next.
+class NullDevice final : public opu::sim::Device {
+ public:
+  explicit NullDevice(opu::sim::DeviceInfo info) : info_(std::move(info)) {}
+  opu::sim::DeviceInfo info() const override { return info_; }
+
+ protected:
+  opu::Result<opu::sim::Frames> do_transform(const opu::sim::TransformRequest& request) override {
+    opu::sim::Frames frames;
+    frames.n_out = request.n_out;
+    frames.batch = request.batch;
+    frames.adc_bits = info_.adc_bits;
+    frames.data.assign(static_cast<std::size_t>(request.n_out * request.batch *
+                                                frames.bytes_per_pixel()), 0);
+    frames.info.frames = request.batch;
+    return frames;
+  }
+  opu::Result<opu::sim::Projections> do_linear_transform(
+      const opu::sim::LinearRequest& request) override {
+    opu::sim::Projections projections;
+    projections.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
+    return projections;
+  }
+
+ private:
+  opu::sim::DeviceInfo info_;
+};
 
 struct Setup {
   std::unique_ptr<opu::sim::Device> local;
@@ -94,18 +135,14 @@ struct Setup {
   std::unique_ptr<opu::offload::RemoteDevice> loopback;
 };
 
-Setup make_setup(const std::string& query) {
+// The same kind of device three ways: in-process, and served (its own instance) through an
+// in-process channel and over loopback TCP.
+Setup make_setup(const std::function<std::unique_ptr<opu::sim::Device>()>& make) {
   Setup s;
-  auto local = opu::offload::open_device("sim://?" + query);
-  auto served = opu::offload::open_device("sim://?" + query);
-  if (!local.ok() || !served.ok()) {
-    throw std::runtime_error((local.ok() ? served.status() : local.status()).to_string());
-  }
-  s.local = std::move(*local);
+  s.local = make();
   opu::offload::ServerOptions options;
   options.max_message_bytes = std::int64_t{64} << 20;
-  auto server = opu::offload::Server::start(std::shared_ptr<opu::sim::Device>(std::move(*served)),
-                                            options);
+  auto server = opu::offload::Server::start(std::shared_ptr<opu::sim::Device>(make()), options);
   if (!server.ok()) throw std::runtime_error(server.status().to_string());
   s.server = std::move(*server);
   auto channel = s.server->connect_in_process();
@@ -118,6 +155,39 @@ Setup make_setup(const std::string& query) {
   s.channel = std::move(*channel);
   s.loopback = std::move(*loopback);
   return s;
+}
+
+std::unique_ptr<opu::sim::Device> open_sim(const std::string& query) {
+  auto device = opu::offload::open_device("sim://?" + query);
+  if (!device.ok()) throw std::runtime_error(device.status().to_string());
+  return std::move(*device);
+}
+
+// One workload: the simulator end to end on the three paths, then the serving overhead alone
+// (null device), and the ratio that overhead gives on top of the simulator's in-process time.
+void run_workload(const std::string& title, const std::string& query,
+                  const std::function<void(opu::sim::Device&)>& body, double seconds, int rounds) {
+  std::int64_t calls = 0;
+  Setup sim = make_setup([&] { return open_sim(query); });
+  const Measured end_to_end = measure(*sim.local, *sim.channel, *sim.loopback, body,
+                                      seconds * 0.7, rounds, calls);
+  const opu::sim::DeviceInfo info = sim.local->info();
+  sim = Setup();
+  std::int64_t null_calls = 0;
+  Setup null = make_setup([&] { return std::make_unique<NullDevice>(info); });
+  const Measured overhead = measure(*null.local, *null.channel, *null.loopback, body,
+                                    seconds * 0.3, rounds, null_calls);
+  std::printf("%s\n", title.c_str());
+  report("  simulator, end to end (" + std::to_string(calls) + " calls):", end_to_end);
+  report("  null device: serving overhead alone (" + std::to_string(null_calls) + " calls):",
+         overhead);
+  for (int d = 1; d < 3; ++d) {
+    const double added_s = overhead.wall[d] - overhead.wall[0];
+    std::printf("  => %-30s added %8.1f us/call; on the simulator's %.1f us: ratio %.3f\n",
+                d == 1 ? "in-process channel:" : "loopback TCP (opu-serve):", added_s * 1e6,
+                end_to_end.wall[0] * 1e6, (end_to_end.wall[0] + added_s) / end_to_end.wall[0]);
+  }
+  std::printf("\n");
 }
 
 }  // namespace
@@ -152,8 +222,6 @@ int main(int argc, char** argv) {
               threads, camera.c_str(), min_seconds, rounds);
 
   {
-    Setup s = make_setup(common + "&n_in=" + std::to_string(dfa_n_in) +
-                         "&n_out=" + std::to_string(dfa_n_out));
     std::vector<float> values(static_cast<std::size_t>(dfa_features * dfa_batch));
     for (std::size_t i = 0; i < values.size(); ++i) {
       values[i] = static_cast<float>(static_cast<double>(mix(i) >> 11) * 0x1.0p-52 - 0.5);
@@ -164,25 +232,22 @@ int main(int argc, char** argv) {
     request.batch = dfa_batch;
     request.values = values;
     request.options.encoding = opu::sim::Encoding::kTernary;
-    std::int64_t calls = 0;
-    const Measured m = measure(
-        *s.local, *s.channel, *s.loopback,
-        [&](opu::sim::Device& device) {
-          if (!device.linear_transform(request).ok()) throw std::runtime_error("linear failed");
-        },
-        min_seconds, rounds, calls);
     char title[256];
     std::snprintf(title, sizeof(title),
-                  "dfa: ternary LinearTransform %lld -> %lld, batch %lld, %lld mirrors "
-                  "(%lld calls in %d interleaved rounds)",
+                  "dfa: ternary LinearTransform %lld -> %lld, batch %lld, on %lld mirrors",
                   static_cast<long long>(dfa_features), static_cast<long long>(dfa_n_out),
-                  static_cast<long long>(dfa_batch), static_cast<long long>(dfa_n_in),
-                  static_cast<long long>(calls), rounds);
-    report(title, m, 1.0);
+                  static_cast<long long>(dfa_batch), static_cast<long long>(dfa_n_in));
+    run_workload(title,
+                 common + "&n_in=" + std::to_string(dfa_n_in) + "&n_out=" +
+                     std::to_string(dfa_n_out),
+                 [&](opu::sim::Device& device) {
+                   if (!device.linear_transform(request).ok()) {
+                     throw std::runtime_error("linear_transform failed");
+                   }
+                 },
+                 min_seconds, rounds);
   }
   if (!skip_bulk) {
-    Setup s = make_setup(common + "&n_in=" + std::to_string(bulk_n_in) +
-                         "&n_out=" + std::to_string(bulk_n_out));
     std::vector<std::uint8_t> inputs(
         static_cast<std::size_t>(bulk_batch * opu::sim::packed_bytes(bulk_n_in)));
     for (std::size_t i = 0; i < inputs.size(); ++i) inputs[i] = static_cast<std::uint8_t>(mix(i));
@@ -191,22 +256,19 @@ int main(int argc, char** argv) {
     request.n_out = bulk_n_out;
     request.batch = bulk_batch;
     request.inputs = inputs;
-    std::int64_t calls = 0;
-    const Measured m = measure(
-        *s.local, *s.channel, *s.loopback,
-        [&](opu::sim::Device& device) {
-          if (!device.transform(request).ok()) throw std::runtime_error("transform failed");
-        },
-        min_seconds, rounds, calls);
     char title[256];
     std::snprintf(title, sizeof(title),
-                  "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB out per "
-                  "call; %lld calls in %d interleaved rounds)",
+                  "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB back per call)",
                   static_cast<long long>(bulk_batch), static_cast<long long>(bulk_n_in),
                   static_cast<long long>(bulk_n_out),
-                  static_cast<double>(bulk_batch * bulk_n_out) / 1e6,
-                  static_cast<long long>(calls), rounds);
-    report(title, m, 0.0);
+                  static_cast<double>(bulk_batch * bulk_n_out) / 1e6);
+    run_workload(title,
+                 common + "&n_in=" + std::to_string(bulk_n_in) + "&n_out=" +
+                     std::to_string(bulk_n_out),
+                 [&](opu::sim::Device& device) {
+                   if (!device.transform(request).ok()) throw std::runtime_error("transform failed");
+                 },
+                 min_seconds, rounds);
   }
   return 0;
 }

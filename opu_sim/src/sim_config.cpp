@@ -150,6 +150,23 @@ const std::vector<Param>& params() {
                        "linear mode: auto exposure target, fraction of full scale (0 = off)"),
       OPU_INT_PARAM("reference_repeats", holography.reference_repeats,
                     "linear mode: reference frames averaged per call"),
+      Param{"fft_planning",
+            "structured medium: estimate (reproducible bits) or measure (faster; reproducible "
+            "with the same fft_wisdom file)",
+            [](SimConfig& c, std::string_view v) -> Status {
+              if (v != "estimate" && v != "measure") {
+                return bad_value("fft_planning", v, "one of estimate, measure");
+              }
+              c.fft.measure = v == "measure";
+              return {};
+            },
+            [](const SimConfig& c) { return std::string(c.fft.measure ? "measure" : "estimate"); }},
+      Param{"fft_wisdom", "structured medium: FFTW wisdom file, loaded and saved",
+            [](SimConfig& c, std::string_view v) -> Status {
+              c.fft.wisdom_path = std::string(v);
+              return {};
+            },
+            [](const SimConfig& c) { return c.fft.wisdom_path; }},
   };
   return kParams;
 }

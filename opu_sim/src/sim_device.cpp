@@ -56,7 +56,7 @@ std::unique_ptr<Medium> make_medium(const SimConfig& config) {
     case MediumKind::kStreamed:
       return make_streamed_medium(config.seed, config.n_in, config.n_out);
     case MediumKind::kStructured:
-      return make_structured_medium(config.seed, config.n_in, config.n_out);
+      return make_structured_medium(config.seed, config.n_in, config.n_out, config.fft);
     default:
       return make_dense_medium(config.seed, config.n_in, config.n_out);
   }

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 
 #include "opu_sim/medium.h"
 #include "sim_test_util.h"
@@ -88,6 +91,29 @@ TEST_SUITE("opu_sim") {
     Bits unit = Bits::Zero(300, 1);
     unit(123, 0) = 1;
     CHECK(medium->entry(77, 123, 0) == fields(*medium, unit, 500)(77, 0));
+  }
+
+  TEST_CASE("Structured medium: measured plans from one wisdom file give the same bits") {
+    const std::string wisdom = std::filesystem::temp_directory_path() /
+                               ("opu-test-wisdom-" + std::to_string(::getpid()));
+    std::filesystem::remove(wisdom);
+    const opu::sim::FftOptions measured{true, wisdom};
+    const Bits bits = random_bits(1000, 3, 4);
+    const auto first = opu::sim::make_structured_medium(9, 1000, 1000, measured);
+    REQUIRE(std::filesystem::exists(wisdom));  // saved after planning
+    const auto second = opu::sim::make_structured_medium(9, 1000, 1000, measured);
+    CHECK(fields(*first, bits, 1000) == fields(*second, bits, 1000));
+    // Estimated and measured plans realise the same operator up to float rounding.
+    const auto estimated = opu::sim::make_structured_medium(9, 1000, 1000);
+    const Eigen::MatrixXcf a = fields(*estimated, bits, 1000);
+    CHECK((a - fields(*first, bits, 1000)).norm() < 1e-5 * a.norm());
+    auto config = opu::sim::SimConfig::from_params(
+        {{"medium", "structured"}, {"fft_planning", "measure"}, {"fft_wisdom", wisdom}});
+    REQUIRE(config.ok());
+    CHECK(config->fft.measure);
+    CHECK(opu::sim::SimConfig::from_params({{"fft_planning", "patient"}}).status().code() ==
+          opu::StatusCode::kInvalidArgument);
+    std::filesystem::remove(wisdom);
   }
 
   TEST_CASE("Structured medium: selectable by name, and holography works on it") {

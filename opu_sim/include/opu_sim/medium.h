@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace opu::sim {
@@ -73,13 +74,23 @@ std::unique_ptr<Medium> make_dense_medium(std::uint64_t seed, std::int64_t n_in,
                                           std::int64_t n_out);
 std::unique_ptr<Medium> make_streamed_medium(std::uint64_t seed, std::int64_t n_in,
                                              std::int64_t n_out);
+/// How FFTW plans the structured medium's transforms.
+struct FftOptions {
+  /// FFTW_MEASURE (about 2.5x faster transforms here, planning takes seconds) instead of
+  /// FFTW_ESTIMATE. Measured plans depend on timings: the bits are reproducible only when the
+  /// plans come from the same wisdom file.
+  bool measure = false;
+  /// FFTW wisdom file: loaded before planning when it exists, saved after measured planning.
+  std::string wisdom_path;
+};
+
 /// R = s · P · F · D3 · F · D2 · F · D1 (see structured_medium.cpp): another medium than the
 /// dense/streamed one of the same seed, with the same statistics, at any size.
 std::unique_ptr<Medium> make_structured_medium(std::uint64_t seed, std::int64_t n_in,
-                                               std::int64_t n_out);
-/// Seconds of one bare in-place single-precision DFT of size n (FFTW_ESTIMATE), averaged over
-/// `repeats`: the structured backend's yardstick in opu-bench.
-double bare_fft_seconds(std::int64_t n, int repeats);
+                                               std::int64_t n_out, const FftOptions& options = {});
+/// Seconds of one bare in-place single-precision DFT of size n, planned like the structured
+/// medium, averaged over `repeats`: the structured backend's yardstick in opu-bench.
+double bare_fft_seconds(std::int64_t n, int repeats, const FftOptions& options = {});
 
 /// Bytes a dense matrix of this size takes.
 inline std::size_t dense_matrix_bytes(std::int64_t n_in, std::int64_t n_out) {

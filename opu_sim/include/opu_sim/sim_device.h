@@ -14,6 +14,7 @@
 
 #include "opu_sim/device.h"
 #include "opu_sim/holography.h"
+#include "opu_sim/medium.h"
 #include "opu_sim/status.h"
 
 namespace opu::sim {
@@ -64,6 +65,7 @@ struct SimConfig {
   int threads = 1;                 // compute threads for one request
   std::int64_t max_batch = 1 << 16;
   HolographyConfig holography;
+  FftOptions fft;                  // structured medium only
 
   /// Builds a config from name -> value pairs (URI query, flags, JSON), starting at the defaults.
   /// Unknown names and malformed values are INVALID_ARGUMENT naming the parameter, the value and
