@@ -23,6 +23,10 @@ constexpr std::int64_t kMessageOverhead = 1024;
 // Server limit assumed when it does not announce one: gRPC's default.
 constexpr std::int64_t kDefaultServerLimit = std::int64_t{4} << 20;
 
+// HTTP/2 settings for bulk payloads (see where they are set).
+constexpr int kFlowControlWindow = 16 << 20;
+constexpr int kMaxFrameSize = (1 << 24) - 1;  // the HTTP/2 maximum
+
 int clamp_to_int(std::int64_t value) {
   return static_cast<int>(std::clamp<std::int64_t>(value, 1, INT_MAX));
 }
@@ -320,6 +324,10 @@ Result<std::unique_ptr<RemoteDevice>> RemoteDevice::connect(const RemoteOptions&
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, backoff_ms);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, backoff_ms);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, clamp_to_int(options.retry.max_backoff.count()));
+  // HTTP/2 flow control: the default 64 KiB window would stall every response above it for a
+  // WINDOW_UPDATE round trip (a DFA projection batch is 128 KiB); bulk data wants a big window.
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kFlowControlWindow);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, kMaxFrameSize);
   if (options.addresses.size() > 1) {
     args.SetServiceConfigJSON(R"({"loadBalancingConfig":[{"round_robin":{}}]})");
   }

@@ -473,6 +473,10 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> devic
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(clamp_to_int(options.max_message_bytes));
   builder.SetMaxSendMessageSize(clamp_to_int(options.max_message_bytes));
+  // HTTP/2 flow control sized for bulk payloads: with the default 64 KiB window every larger
+  // response waits a WINDOW_UPDATE round trip.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (1 << 24) - 1);
   // A port another server holds is an error, not a silent share (gRPC sets SO_REUSEPORT by default).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   impl->server = builder.BuildAndStart();

@@ -283,12 +283,14 @@ TEST_CASE("RemoteDevice: a driver that implements only GetInfo and Transform") {
   server->Shutdown();
 }
 
-TEST_CASE("RemoteDevice: TLS with a self-signed certificate; plaintext to it fails cleanly") {
-  opu::test::TempDir dir;
+TEST_CASE("RemoteDevice: TLS with a self-signed certificate, and plaintext to it fails cleanly") {
+  // One certificate for all subcases (RSA key generation is the slow part of this test).
+  static opu::test::TempDir dir;
   REQUIRE(dir.ok());
   const std::string cert = dir.file("cert.pem");
   const std::string key = dir.file("key.pem");
-  REQUIRE_MESSAGE(opu::test::make_self_signed_cert(cert, key), "openssl failed");
+  static const bool made = opu::test::make_self_signed_cert(cert, key);
+  REQUIRE_MESSAGE(made, "openssl failed");
   auto cert_pem = opu::offload::read_text_file(cert, "cert");
   auto key_pem = opu::offload::read_text_file(key, "key");
   REQUIRE(cert_pem.ok());

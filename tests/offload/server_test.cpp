@@ -3,10 +3,12 @@
 #include "offload/server.h"
 
 #include <doctest/doctest.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <cmath>
+#include <future>
 #include <latch>
 #include <limits>
 #include <thread>
@@ -443,6 +445,29 @@ TEST_CASE("Server: 8 concurrent clients x 200 requests, nothing lost, mixed or r
   CHECK(stats.bytes_in == kClients * kRequests * kBatch * kNIn / 8);
   CHECK(stats.bytes_out == kClients * kRequests * kBatch * kNOut);
   CHECK(stats.in_flight == 0);
+}
+
+TEST_CASE("Server: the standard health service answers SERVING") {
+  auto server = start_server();
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  // grpc.health.v1.HealthCheckRequest{service: ""} is the empty message; the response
+  // HealthCheckResponse{status: SERVING} is field 1, varint 1: bytes 08 01.
+  grpc::Slice empty;
+  const grpc::ByteBuffer request(&empty, 1);  // a default ByteBuffer is not a valid message
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status status) { done.set_value(std::move(status)); });
+  const grpc::Status status = done.get_future().get();
+  REQUIRE_MESSAGE(status.ok(), status.error_message());
+  std::vector<grpc::Slice> slices;
+  REQUIRE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  CHECK(bytes == std::string("\x08\x01", 2));
 }
 
 TEST_CASE("Server: bad options are refused with a reason") {
