@@ -46,8 +46,16 @@ TEST_CASE("opu-train options: model defaults, config file, flags override it") {
   CHECK(gcn.epochs == 200);
   CHECK(gcn.hidden == std::vector<std::int64_t>{16});
   CHECK(gcn.optimizer == "adam");
-  CHECK(gcn.weight_decay == doctest::Approx(5e-4));
-  CHECK(gcn.dropout == doctest::Approx(0.5));
+  CHECK(gcn.weight_decay == doctest::Approx(1e-4));  // the paper's DFA recipe (default method)
+  CHECK(gcn.dropout == doctest::Approx(0.1));
+  CHECK(gcn.input_dropout == 0.0F);
+  Options gcn_bp;
+  gcn_bp.model = "gcn";
+  gcn_bp.method = "bp";
+  REQUIRE(app::finalize(gcn_bp).ok());
+  CHECK(gcn_bp.weight_decay == doctest::Approx(5e-4));  // Kipf & Welling
+  CHECK(gcn_bp.dropout == doctest::Approx(0.5));
+  CHECK(gcn_bp.input_dropout == doctest::Approx(0.5));
 
   test::TempDir dir("config");
   std::ofstream(dir / "c.json") << R"({"method": "bp", "lr": 0.5, "weight_decay": 0.1,

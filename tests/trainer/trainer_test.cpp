@@ -78,7 +78,7 @@ struct GcnRun {
 
   GcnRun(Method method, std::int64_t epochs, const std::string& checkpoint)
       : data(make_graph(3)),
-        model(make_gcn(data.adjacency, 12, {16}, 3, 0.5F, 3)),
+        model(make_gcn(data.adjacency, 12, {16}, 3, 0.5F, 3, 0.5F)),
         feedback(3, 16, 3),
         learner(model, loss, method, &feedback),
         optimizer(0.01F, 5e-4F),

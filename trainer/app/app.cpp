@@ -123,6 +123,12 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       if (!loaded.ok()) return fail(loaded.status());
       images = std::move(*loaded);
       data_name = dir;
+      // Both splits with the training recipe's constants (never the test set's own statistics).
+      const float mean = o.normalize[0];
+      const float inv_std = 1.0F / o.normalize[1];
+      for (LabelledData* split : {&images->train, &images->test}) {
+        split->features.array() = (split->features.array() - mean) * inv_std;
+      }
       ActivationKind activation = ActivationKind::kRelu;
       if (o.activation == "tanh") {
         activation = ActivationKind::kTanh;
@@ -150,7 +156,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       data_name = dir + "/" + o.dataset;
       const std::vector<Eigen::Index> hidden(o.hidden.begin(), o.hidden.end());
       model = std::make_unique<Model>(make_gcn(graph->adjacency, graph->nodes.features.rows(),
-                                               hidden, graph->nodes.n_classes, o.dropout, o.seed));
+                                               hidden, graph->nodes.n_classes, o.dropout, o.seed,
+                                               o.input_dropout));
       task = std::make_unique<GraphTask>(*graph);
     }
   } catch (const StatusError& e) {

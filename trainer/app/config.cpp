@@ -36,8 +36,10 @@ const std::map<std::string, Field>& fields() {
       {"optimizer", field(&Options::optimizer)},
       {"weight-decay", field(&Options::weight_decay)},
       {"dropout", field(&Options::dropout)},
+      {"input-dropout", field(&Options::input_dropout)},
       {"hidden", field(&Options::hidden)},
       {"activation", field(&Options::activation)},
+      {"normalize", field(&Options::normalize)},
       {"loss", field(&Options::loss)},
       {"seed", field(&Options::seed)},
       {"data", field(&Options::data)},
@@ -92,8 +94,12 @@ Status finalize(Options& o) {
   if (o.epochs < 0) o.epochs = gcn ? 200 : 15;
   if (o.lr < 0.0F) o.lr = 0.01F;
   if (o.optimizer.empty()) o.optimizer = gcn ? "adam" : "sgd";
-  if (o.weight_decay < 0.0F) o.weight_decay = gcn ? 5e-4F : 0.0F;
-  if (o.dropout < 0.0F) o.dropout = gcn ? 0.5F : 0.0F;
+  // GCN: Kipf & Welling's recipe for BP; the paper's DFAGraphNet recipe (lighter hidden dropout,
+  // no input dropout, weaker decay) for DFA and shallow.
+  const bool gcn_bp = gcn && o.method == "bp";
+  if (o.weight_decay < 0.0F) o.weight_decay = gcn ? (gcn_bp ? 5e-4F : 1e-4F) : 0.0F;
+  if (o.dropout < 0.0F) o.dropout = gcn ? (gcn_bp ? 0.5F : 0.1F) : 0.0F;
+  if (o.input_dropout < 0.0F) o.input_dropout = gcn_bp ? 0.5F : 0.0F;
   if (o.hidden.empty()) o.hidden = gcn ? std::vector<std::int64_t>{16}
                                        : std::vector<std::int64_t>{256, 256};
   if (o.align_every < 0) o.align_every = gcn ? 1 : 50;
@@ -101,6 +107,9 @@ Status finalize(Options& o) {
   if (o.batch < 1) return bad("batch", std::to_string(o.batch), ">= 1");
   if (!(o.lr > 0.0F)) return bad("lr", std::to_string(o.lr), "> 0");
   if (!(o.dropout < 1.0F)) return bad("dropout", std::to_string(o.dropout), "in [0, 1)");
+  if (!(o.input_dropout < 1.0F)) {
+    return bad("input-dropout", std::to_string(o.input_dropout), "in [0, 1)");
+  }
   for (std::int64_t h : o.hidden) {
     if (h < 1) return bad("hidden", std::to_string(h), "sizes >= 1");
   }
@@ -112,6 +121,9 @@ Status finalize(Options& o) {
   }
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
+  }
+  if (o.normalize.size() != 2 || !(o.normalize[1] > 0.0F)) {
+    return invalid_argument("--normalize wants two numbers MEAN STD with STD > 0");
   }
   if (o.threads < 1) return bad("threads", std::to_string(o.threads), ">= 1");
   if (o.resume && o.checkpoint.empty()) {
@@ -154,10 +166,17 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--lr", o.lr, "learning rate (0.01)");
   cli.add_option("--momentum", o.momentum, "SGD momentum (0.9)");
   cli.add_option("--optimizer", o.optimizer, "sgd or adam (mlp sgd, gcn adam)");
-  cli.add_option("--weight-decay", o.weight_decay, "L2 weight decay (mlp 0, gcn 5e-4)");
-  cli.add_option("--dropout", o.dropout, "dropout probability (mlp 0, gcn 0.5)");
+  cli.add_option("--weight-decay", o.weight_decay,
+                 "L2 weight decay (mlp 0; gcn first layer: bp 5e-4, dfa/shallow 1e-4)");
+  cli.add_option("--dropout", o.dropout,
+                 "hidden dropout (mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 as the paper)");
+  cli.add_option("--input-dropout", o.input_dropout,
+                 "gcn input dropout (bp 0.5 as Kipf & Welling, dfa/shallow 0 as the paper)");
   cli.add_option("--hidden", o.hidden, "hidden sizes (mlp 256 256, gcn 16)")->expected(1, 16);
   cli.add_option("--activation", o.activation, "mlp hidden activation: relu, tanh, sigmoid");
+  cli.add_option("--normalize", o.normalize, "mlp: MEAN STD of the input normalisation "
+                 "(x - MEAN) / STD, default 0.1307 0.3081 like the paper; 0 1 = none")
+      ->expected(2);
   cli.add_option("--loss", o.loss, "cross_entropy, bce or mse");
   cli.add_option("--seed", o.seed, "seed of every random stream (1)");
   cli.add_option("--data", o.data, "mlp: IDX folder; gcn: Planetoid folder");

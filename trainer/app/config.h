@@ -25,10 +25,14 @@ struct Options {
   float lr = -1.0F;                // mlp 0.01, gcn 0.01
   float momentum = 0.9F;           // sgd only
   std::string optimizer;           // mlp sgd, gcn adam
-  float weight_decay = -1.0F;      // mlp 0, gcn 5e-4 (first layer's weight only)
-  float dropout = -1.0F;           // mlp 0, gcn 0.5
+  float weight_decay = -1.0F;      // mlp 0; gcn bp 5e-4, dfa/shallow 1e-4 (first layer only)
+  float dropout = -1.0F;           // mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (the paper's)
+  float input_dropout = -1.0F;     // gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0 (the paper's)
   std::vector<std::int64_t> hidden;  // mlp 256 256, gcn 16
   std::string activation = "relu";   // mlp: relu | tanh | sigmoid
+  /// mlp: inputs (pixels / 255) become (x - mean) / std. The paper's example normalises with
+  /// MNIST's statistics (0.1307, 0.3081), also for Fashion-MNIST; "0 1" leaves pixels in [0, 1].
+  std::vector<float> normalize = {0.1307F, 0.3081F};
   std::string loss = "cross_entropy";  // cross_entropy | bce | mse
   std::uint64_t seed = 1;
   std::string data;                // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder

@@ -1,5 +1,7 @@
 #include "device_factory.h"
 
+#include <map>
+
 #include "opu_sim/sim_device.h"
 
 #if defined(OPU_TRAINER_HAVE_OFFLOAD)
@@ -7,25 +9,17 @@
 #endif
 
 namespace opu::trainer::app {
+namespace {
 
-Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri) {
-#if defined(OPU_TRAINER_HAVE_OFFLOAD)
-  Result<std::unique_ptr<sim::Device>> device = offload::open_device(uri);
-  if (!device.ok()) return device.status().with_context("--feedback " + uri);
-  return device;
-#else
-  const std::string scheme = "sim://";
-  if (uri.rfind(scheme, 0) != 0) {
-    if (uri.find("://") != std::string::npos) {
-      return unavailable("--feedback " + uri +
-                         ": this build has no offload module (only sim:// URIs are served)");
-    }
-    return invalid_argument("--feedback '" + uri +
-                            "': want digital, digital-gaussian or a device URI (sim://?..., "
-                            "grpc://host:port)");
+// sim://?name=value&... : the in-process simulator, built here directly (the same code path
+// offload::open_device takes for sim://, and available without the offload module).
+Result<std::unique_ptr<sim::Device>> open_sim(const std::string& uri) {
+  std::string query = uri.substr(std::string("sim://").size());
+  if (!query.empty() && query.front() == '/') query.erase(0, 1);
+  if (!query.empty() && query.front() != '?') {
+    return invalid_argument("--feedback '" + uri + "': sim:// takes only ?name=value parameters");
   }
-  std::string query = uri.substr(scheme.size());
-  if (!query.empty() && query.front() == '?') query.erase(0, 1);
+  if (!query.empty()) query.erase(0, 1);
   Result<std::map<std::string, std::string>> params = sim::parse_query(query);
   if (!params.ok()) return params.status().with_context("--feedback " + uri);
   Result<sim::SimConfig> config = sim::SimConfig::from_params(*params);
@@ -33,6 +27,24 @@ Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri
   Result<std::unique_ptr<sim::SimDevice>> device = sim::SimDevice::create(*config);
   if (!device.ok()) return device.status().with_context("--feedback " + uri);
   return std::unique_ptr<sim::Device>(std::move(*device));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri) {
+  if (uri.rfind("sim://", 0) == 0) return open_sim(uri);
+  if (uri.find("://") == std::string::npos) {
+    return invalid_argument("--feedback '" + uri +
+                            "': want digital, digital-gaussian or a device URI (sim://?..., "
+                            "grpc://host:port)");
+  }
+#if defined(OPU_TRAINER_HAVE_OFFLOAD)
+  Result<std::unique_ptr<sim::Device>> device = offload::open_device(uri);
+  if (!device.ok()) return device.status().with_context("--feedback " + uri);
+  return std::move(*device);
+#else
+  return unavailable("--feedback " + uri +
+                     ": this build has no offload module (only sim:// URIs are served)");
 #endif
 }
 

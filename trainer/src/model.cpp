@@ -121,16 +121,18 @@ Model make_mlp(Eigen::Index n_in, const std::vector<Eigen::Index>& hidden, Eigen
 
 Model make_gcn(std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency, Eigen::Index n_in,
                const std::vector<Eigen::Index>& hidden, Eigen::Index n_out, float dropout,
-               std::uint64_t seed) {
+               std::uint64_t seed, float input_dropout) {
   Model model(n_in);
   Eigen::Index width = n_in;
   for (std::size_t l = 0; l <= hidden.size(); ++l) {
     const std::string name = "gcn" + std::to_string(l);
     const Eigen::Index out = l < hidden.size() ? hidden[l] : n_out;
-    if (dropout > 0.0F) model.add(std::make_unique<Dropout>(name + ".dropout", dropout, seed));
+    const float p = l == 0 ? input_dropout : dropout;
+    if (p > 0.0F) model.add(std::make_unique<Dropout>(name + ".dropout", p, seed));
     auto conv = std::make_unique<GraphConv>(name, adjacency, width, out, seed);
-    // Kipf & Welling decay only the first layer's weight.
+    // Kipf & Welling (and the paper) decay only the first layer's parameters.
     conv->weight().decay = l == 0;
+    conv->bias().decay = l == 0;
     model.add(std::move(conv));
     if (l < hidden.size()) {
       model.add(std::make_unique<Activation>(ActivationKind::kRelu));

@@ -150,6 +150,7 @@ class GraphConv final : public Layer {
                 bool param_grads) override;
   std::vector<Param*> params() override { return {&weight_, &bias_}; }
   Param& weight() { return weight_; }
+  Param& bias() { return bias_; }
 
  private:
   std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency_;

@@ -87,11 +87,11 @@ class Model {
 Model make_mlp(Eigen::Index n_in, const std::vector<Eigen::Index>& hidden, Eigen::Index n_out,
                ActivationKind activation, std::uint64_t seed, float dropout = 0.0F);
 
-/// Kipf & Welling's GCN: dropout - graph conv - ReLU - [h1] - dropout - graph conv, for each hidden
-/// size (one for the classic 2-layer model), Glorot initialisation, weight decay on the first
-/// layer's weight only (as in their code).
+/// Kipf & Welling's GCN: [dropout(input_dropout)] - graph conv - ReLU - [h1] - dropout - graph conv,
+/// one conv + ReLU + feedback point per hidden size (one for the classic 2-layer model), Glorot
+/// initialisation, weight decay on the first layer only (as in their code and the paper's).
 Model make_gcn(std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency, Eigen::Index n_in,
                const std::vector<Eigen::Index>& hidden, Eigen::Index n_out, float dropout,
-               std::uint64_t seed);
+               std::uint64_t seed, float input_dropout);
 
 }  // namespace opu::trainer
