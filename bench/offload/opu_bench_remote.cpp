@@ -1,13 +1,19 @@
 // opu-bench-remote: what serving the OPU over gRPC costs, measured in one run.
 //
-// For each workload the same requests go to (a) an in-process SimDevice (sim://), (b) an
-// opu::offload::Server with its own identical SimDevice through an in-process gRPC channel (stubs
-// and codecs, no sockets), and (c) the same server over a loopback TCP port (what opu-serve
-// gives). The ratio remote / in-process and the added microseconds per call are printed; the
-// three are timed in interleaved rounds and each keeps its best round.
+// Each workload runs the same requests on three paths: (a) an in-process SimDevice (sim://),
+// (b) an opu::offload::Server with its own identical SimDevice through an in-process gRPC channel
+// (stubs and codecs, no sockets), (c) the same server over a loopback TCP port (what opu-serve
+// gives). The paths are timed in interleaved rounds, each keeping its best round, as wall time
+// and as CPU time of the whole process.
 //
-// Workloads (DESIGN.md §6; the targets: remote / in-process <= 1.15):
-//   dfa:  ternary LinearTransform of 10 -> 256 at batch 128 (one DFA feedback projection),
+// Then the same three paths with a null device (zeros of the right shape, no physics) isolate what
+// serving adds per call: copies, protobuf, gRPC, TCP and thread hand-offs. That overhead is small
+// and so measures precisely even on a loaded machine, where the simulator's own time moves by more
+// than the overhead from one round to the next; the ratio it gives on top of the simulator's
+// in-process time is printed last.
+//
+// Workloads (DESIGN.md §6; the target: remote / in-process <= 1.15 for both):
+//   dfa:  ternary LinearTransform 10 -> 256 at batch 128 (one DFA feedback projection),
 //         thousands of calls;
 //   bulk: Transform of 1,000 frames of 4,096 mirrors to 4,096 pixels (4 MB of counts per call).
 #include <spdlog/spdlog.h>
@@ -15,8 +21,8 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <string>
@@ -71,8 +77,8 @@ void report(const std::string& name, const Measured& m) {
 // machine interleaving exposes all three to the same disturbances, and the best round is the
 // least disturbed one.
 Measured measure(opu::sim::Device& local, opu::sim::Device& channel, opu::sim::Device& loopback,
-                 const std::function<void(opu::sim::Device&)>& body, double min_seconds,
-                 int rounds, std::int64_t& calls) {
+                 const std::function<void(opu::sim::Device&)>& body, double min_seconds, int rounds,
+                 std::int64_t& calls) {
   using Clock = std::chrono::steady_clock;
   opu::sim::Device* devices[3] = {&local, &channel, &loopback};
   Measured m;
@@ -112,8 +118,8 @@ class NullDevice final : public opu::sim::Device {
     frames.n_out = request.n_out;
     frames.batch = request.batch;
     frames.adc_bits = info_.adc_bits;
-    frames.data.assign(static_cast<std::size_t>(request.n_out * request.batch *
-                                                frames.bytes_per_pixel()), 0);
+    frames.data.assign(
+        static_cast<std::size_t>(request.n_out * request.batch * frames.bytes_per_pixel()), 0);
     frames.info.frames = request.batch;
     return frames;
   }
@@ -169,14 +175,14 @@ void run_workload(const std::string& title, const std::string& query,
                   const std::function<void(opu::sim::Device&)>& body, double seconds, int rounds) {
   std::int64_t calls = 0;
   Setup sim = make_setup([&] { return open_sim(query); });
-  const Measured end_to_end = measure(*sim.local, *sim.channel, *sim.loopback, body,
-                                      seconds * 0.7, rounds, calls);
+  const Measured end_to_end =
+      measure(*sim.local, *sim.channel, *sim.loopback, body, seconds * 0.7, rounds, calls);
   const opu::sim::DeviceInfo info = sim.local->info();
   sim = Setup();
   std::int64_t null_calls = 0;
   Setup null = make_setup([&] { return std::make_unique<NullDevice>(info); });
-  const Measured overhead = measure(*null.local, *null.channel, *null.loopback, body,
-                                    seconds * 0.3, rounds, null_calls);
+  const Measured overhead =
+      measure(*null.local, *null.channel, *null.loopback, body, seconds * 0.3, rounds, null_calls);
   std::printf("%s\n", title.c_str());
   report("  simulator, end to end (" + std::to_string(calls) + " calls):", end_to_end);
   report("  null device: serving overhead alone (" + std::to_string(null_calls) + " calls):",
@@ -237,15 +243,14 @@ int main(int argc, char** argv) {
                   "dfa: ternary LinearTransform %lld -> %lld, batch %lld, on %lld mirrors",
                   static_cast<long long>(dfa_features), static_cast<long long>(dfa_n_out),
                   static_cast<long long>(dfa_batch), static_cast<long long>(dfa_n_in));
-    run_workload(title,
-                 common + "&n_in=" + std::to_string(dfa_n_in) + "&n_out=" +
-                     std::to_string(dfa_n_out),
-                 [&](opu::sim::Device& device) {
-                   if (!device.linear_transform(request).ok()) {
-                     throw std::runtime_error("linear_transform failed");
-                   }
-                 },
-                 min_seconds, rounds);
+    run_workload(
+        title, common + "&n_in=" + std::to_string(dfa_n_in) + "&n_out=" + std::to_string(dfa_n_out),
+        [&](opu::sim::Device& device) {
+          if (!device.linear_transform(request).ok()) {
+            throw std::runtime_error("linear_transform failed");
+          }
+        },
+        min_seconds, rounds);
   }
   if (!skip_bulk) {
     std::vector<std::uint8_t> inputs(
@@ -257,18 +262,18 @@ int main(int argc, char** argv) {
     request.batch = bulk_batch;
     request.inputs = inputs;
     char title[256];
-    std::snprintf(title, sizeof(title),
-                  "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB back per call)",
-                  static_cast<long long>(bulk_batch), static_cast<long long>(bulk_n_in),
-                  static_cast<long long>(bulk_n_out),
-                  static_cast<double>(bulk_batch * bulk_n_out) / 1e6);
-    run_workload(title,
-                 common + "&n_in=" + std::to_string(bulk_n_in) + "&n_out=" +
-                     std::to_string(bulk_n_out),
-                 [&](opu::sim::Device& device) {
-                   if (!device.transform(request).ok()) throw std::runtime_error("transform failed");
-                 },
-                 min_seconds, rounds);
+    std::snprintf(
+        title, sizeof(title),
+        "bulk: Transform %lld frames x %lld mirrors -> %lld pixels (%.1f MB back per call)",
+        static_cast<long long>(bulk_batch), static_cast<long long>(bulk_n_in),
+        static_cast<long long>(bulk_n_out), static_cast<double>(bulk_batch * bulk_n_out) / 1e6);
+    run_workload(
+        title,
+        common + "&n_in=" + std::to_string(bulk_n_in) + "&n_out=" + std::to_string(bulk_n_out),
+        [&](opu::sim::Device& device) {
+          if (!device.transform(request).ok()) throw std::runtime_error("transform failed");
+        },
+        min_seconds, rounds);
   }
   return 0;
 }

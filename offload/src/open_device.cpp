@@ -53,7 +53,8 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
                             (options.tls ? "grpcs" : "grpc") + "://HOST:PORT[,HOST:PORT...]");
   }
   if (hosts.find('/') != std::string_view::npos) {
-    return invalid_argument("open_device: '" + uri + "' has a path; want only HOST:PORT[,...] "
+    return invalid_argument("open_device: '" + uri +
+                            "' has a path; want only HOST:PORT[,...] "
                             "and an optional ?query");
   }
   for (std::size_t start = 0; start <= hosts.size();) {
@@ -96,7 +97,8 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
       Result<std::int64_t> ms = positive_integer(uri, name, value);
       if (!ms.ok()) return ms.status();
       options.retry.initial_backoff = std::chrono::milliseconds(*ms);
-      options.retry.max_backoff = std::max(options.retry.max_backoff, options.retry.initial_backoff);
+      options.retry.max_backoff =
+          std::max(options.retry.max_backoff, options.retry.initial_backoff);
     } else if (name == "max_message_mb") {
       Result<std::int64_t> mb = positive_integer(uri, name, value);
       if (!mb.ok()) return mb.status();
@@ -114,13 +116,14 @@ Result<std::unique_ptr<sim::Device>> open_device(std::string_view uri_view) {
   const std::string uri(uri_view);
   const std::size_t colon = uri_view.find(':');
   const std::string scheme(colon == std::string_view::npos ? std::string_view()
-                                                            : uri_view.substr(0, colon));
+                                                           : uri_view.substr(0, colon));
   if (scheme == "sim") {
     std::string_view rest = uri_view.substr(colon + 1);
     if (rest.starts_with("//")) rest.remove_prefix(2);
     if (rest.starts_with('/')) rest.remove_prefix(1);
     if (!rest.empty() && rest.front() != '?') {
-      return invalid_argument("open_device: '" + uri + "': sim:// takes no host or path, only "
+      return invalid_argument("open_device: '" + uri +
+                              "': sim:// takes no host or path, only "
                               "?name=value parameters");
     }
     if (!rest.empty()) rest.remove_prefix(1);

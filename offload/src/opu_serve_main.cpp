@@ -5,15 +5,15 @@
 // The first line on stdout is the bound address (HOST:PORT), flushed, so that scripts and tests
 // can start it on port 0 and read where it listens. Logs go to stderr. SIGINT/SIGTERM: stop
 // accepting, let in-flight calls finish (up to --shutdown-grace-s), exit 0.
-#include <unistd.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cerrno>
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
 #include <iostream>
@@ -89,8 +89,8 @@ int main(int argc, char** argv) {
   std::set<std::string> taken;
   auto add = [&](const std::string& name, const std::string& description, const char* group) {
     if (!taken.insert(name).second) return;
-    options.emplace_back(name, app.add_option("--" + dashes(name), values[name], description)
-                                   ->group(group));
+    options.emplace_back(
+        name, app.add_option("--" + dashes(name), values[name], description)->group(group));
   };
   for (const auto& [name, description] : opu::offload::describe_serve_params()) {
     add(name, description, "Server");
@@ -190,8 +190,8 @@ int main(int argc, char** argv) {
   }
   log->info("{}: shutting down, in-flight calls get up to {} s", strsignal(received),
             config.shutdown_grace_s);
-  (*server)->shutdown(std::chrono::milliseconds(
-      static_cast<std::int64_t>(config.shutdown_grace_s * 1000.0)));
+  (*server)->shutdown(
+      std::chrono::milliseconds(static_cast<std::int64_t>(config.shutdown_grace_s * 1000.0)));
   (*server)->wait();
   signal_thread.join();
   log->info("final summary: {}", (*server)->stats().summary());

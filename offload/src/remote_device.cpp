@@ -107,7 +107,8 @@ struct RemoteDevice::Impl {
   std::atomic<std::int64_t> rpcs{0}, retries{0}, chunked_calls{0}, linear_fallbacks{0};
 
   void prepare(grpc::ClientContext& context, std::int64_t messages = 1) const {
-    context.set_deadline(std::chrono::system_clock::now() + options.deadline * std::max<std::int64_t>(1, messages));
+    context.set_deadline(std::chrono::system_clock::now() +
+                         options.deadline * std::max<std::int64_t>(1, messages));
     if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
   }
 
@@ -134,8 +135,8 @@ struct RemoteDevice::Impl {
       const Status status = attempt();
       if (status.ok() || status.code() != StatusCode::kUnavailable) return status;
       if (k >= attempts) {
-        return status.with_context(std::string(rpc) + " on " + description + ": unavailable after " +
-                                   std::to_string(k) + " attempts");
+        return status.with_context(std::string(rpc) + " on " + description +
+                                   ": unavailable after " + std::to_string(k) + " attempts");
       }
       logger().debug("{} on {}: {}; retry {} in {} ms", rpc, description, status.message(), k,
                      backoff.count());
@@ -164,8 +165,8 @@ struct RemoteDevice::Impl {
 
   // Largest batch whose request and response each fit one message.
   std::int64_t chunk(std::int64_t in_bytes_per_sample, std::int64_t out_bytes_per_sample) const {
-    const std::int64_t per_sample = std::max<std::int64_t>(
-        1, std::max(in_bytes_per_sample, out_bytes_per_sample));
+    const std::int64_t per_sample =
+        std::max<std::int64_t>(1, std::max(in_bytes_per_sample, out_bytes_per_sample));
     std::int64_t batch = std::max<std::int64_t>(1, (message_limit - kMessageOverhead) / per_sample);
     if (info.max_batch > 0) batch = std::min(batch, info.max_batch);
     return batch;
@@ -194,13 +195,12 @@ struct RemoteDevice::Impl {
     if (response.request_id() != request.request_id() || response.batch() != request.batch() ||
         response.n_out() != request.n_out() ||
         static_cast<std::int64_t>(response.frames().size()) != want) {
-      return data_loss("Transform on " + description + ": response (id " +
-                       std::to_string(response.request_id()) + ", batch " +
-                       std::to_string(response.batch()) + ", " +
-                       std::to_string(response.frames().size()) + " bytes) does not answer request (id " +
-                       std::to_string(request.request_id()) + ", batch " +
-                       std::to_string(request.batch()) + ", want " + std::to_string(want) +
-                       " bytes)");
+      return data_loss(
+          "Transform on " + description + ": response (id " +
+          std::to_string(response.request_id()) + ", batch " + std::to_string(response.batch()) +
+          ", " + std::to_string(response.frames().size()) + " bytes) does not answer request (id " +
+          std::to_string(request.request_id()) + ", batch " + std::to_string(request.batch()) +
+          ", want " + std::to_string(want) + " bytes)");
     }
     return {};
   }
@@ -220,7 +220,8 @@ struct RemoteDevice::Impl {
   // Sends `messages` over TransformStream (a writer thread, so that neither side's flow control
   // can stall the other) and reads the responses in order. On UNAVAILABLE, resumes with the
   // messages not yet answered.
-  Result<std::vector<pb::TransformResponse>> stream(std::span<const pb::TransformRequest> messages) {
+  Result<std::vector<pb::TransformResponse>> stream(
+      std::span<const pb::TransformRequest> messages) {
     std::vector<pb::TransformResponse> responses;
     responses.reserve(messages.size());
     Status status = with_retries("TransformStream", [&]() -> Status {
@@ -297,8 +298,8 @@ Result<std::unique_ptr<RemoteDevice>> RemoteAccess::connect(std::shared_ptr<grpc
   impl->stub = pb::OpuDevice::NewStub(impl->channel);
   // Ids start at a random-ish point so that the ids of several clients of one server rarely meet
   // (they only have to be unique per client; this helps reading server logs).
-  impl->next_request_id = (static_cast<std::uint64_t>(
-                               Clock::now().time_since_epoch().count()) & 0xFFFFFFFFULL) << 20;
+  impl->next_request_id =
+      (static_cast<std::uint64_t>(Clock::now().time_since_epoch().count()) & 0xFFFFFFFFULL) << 20;
   OPU_RETURN_IF_ERROR(impl->get_info());
   return std::unique_ptr<RemoteDevice>(new RemoteDevice(std::move(impl)));
 }
@@ -389,10 +390,10 @@ Result<sim::Frames> RemoteDevice::do_transform(const sim::TransformRequest& requ
   sim::Frames frames;
   frames.n_out = request.n_out;
   frames.batch = request.batch;
-  frames.adc_bits = responses->front().adc_bits() > 0 ? responses->front().adc_bits()
-                                                      : impl.info.adc_bits;
-  frames.data.reserve(static_cast<std::size_t>(request.batch * request.n_out *
-                                               frames.bytes_per_pixel()));
+  frames.adc_bits =
+      responses->front().adc_bits() > 0 ? responses->front().adc_bits() : impl.info.adc_bits;
+  frames.data.reserve(
+      static_cast<std::size_t>(request.batch * request.n_out * frames.bytes_per_pixel()));
   for (std::size_t i = 0; i < responses->size(); ++i) {
     const pb::TransformResponse& part = (*responses)[i];
     frames.data.insert(frames.data.end(), part.frames().begin(), part.frames().end());
@@ -471,12 +472,11 @@ Result<sim::Projections> RemoteDevice::do_linear_transform(const sim::LinearRequ
     const std::size_t want = static_cast<std::size_t>(count * request.n_out) * sizeof(float);
     if (response.request_id() != message.request_id() || response.batch() != count ||
         response.n_out() != request.n_out || response.projections().size() != want) {
-      return data_loss("LinearTransform on " + impl.description + ": response (id " +
-                       std::to_string(response.request_id()) + ", " +
-                       std::to_string(response.projections().size()) +
-                       " bytes) does not answer request (id " +
-                       std::to_string(message.request_id()) + ", want " + std::to_string(want) +
-                       " bytes)");
+      return data_loss(
+          "LinearTransform on " + impl.description + ": response (id " +
+          std::to_string(response.request_id()) + ", " +
+          std::to_string(response.projections().size()) + " bytes) does not answer request (id " +
+          std::to_string(message.request_id()) + ", want " + std::to_string(want) + " bytes)");
     }
     // Wire layout (batch x n_out, sample after sample) is the column-major n_out x batch matrix.
     std::memcpy(out.values.data() + first * request.n_out, response.projections().data(), want);

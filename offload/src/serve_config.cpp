@@ -1,12 +1,11 @@
 #include "offload/serve_config.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace opu::offload {
@@ -24,8 +23,8 @@ Result<double> parse_number(const std::string& name, const std::string& value, d
   const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), out);
   if (value.empty() || error != std::errc() || end != value.data() + value.size() ||
       !std::isfinite(out) || out < min) {
-    return invalid_argument("opu-serve: " + name + " is '" + value + "', want a number >= " +
-                            std::to_string(min));
+    return invalid_argument("opu-serve: " + name + " is '" + value +
+                            "', want a number >= " + std::to_string(min));
   }
   return out;
 }

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
-#include <condition_variable>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <new>
@@ -99,7 +99,8 @@ Status check_request(const pb::TransformRequest& r, const sim::DeviceInfo& info,
   // Both factors are bounded by the device limits above: no overflow.
   const std::int64_t want = r.batch() * sim::packed_bytes(r.n_in());
   if (static_cast<std::int64_t>(r.inputs().size()) != want) {
-    return invalid_argument(at + ": inputs has " + str(static_cast<std::int64_t>(r.inputs().size())) +
+    return invalid_argument(at + ": inputs has " +
+                            str(static_cast<std::int64_t>(r.inputs().size())) +
                             " bytes, want batch*ceil(n_in/8) = " + str(want));
   }
   if (!std::isfinite(r.exposure_us()) || r.exposure_us() < 0.0) {
@@ -132,7 +133,8 @@ Status check_request(const pb::LinearTransformRequest& r, const sim::DeviceInfo&
   }
   const std::int64_t want = 4 * r.batch() * r.n_in();
   if (static_cast<std::int64_t>(r.values().size()) != want) {
-    return invalid_argument(at + ": values has " + str(static_cast<std::int64_t>(r.values().size())) +
+    return invalid_argument(at + ": values has " +
+                            str(static_cast<std::int64_t>(r.values().size())) +
                             " bytes, want 4*batch*n_in = " + str(want));
   }
   if (r.encoding() != pb::TERNARY && r.encoding() != pb::BITPLANES) {
@@ -197,9 +199,8 @@ class OpuService final : public pb::OpuDevice::Service {
 
   grpc::Status Transform(grpc::ServerContext* context, const pb::TransformRequest* request,
                          pb::TransformResponse* response) override {
-    return guarded("Transform", *context, /*is_request=*/true, [&](RequestLog& log) {
-      return serve(*request, response, "Transform", log);
-    });
+    return guarded("Transform", *context, /*is_request=*/true,
+                   [&](RequestLog& log) { return serve(*request, response, "Transform", log); });
   }
 
   grpc::Status TransformStream(
@@ -232,9 +233,8 @@ class OpuService final : public pb::OpuDevice::Service {
   grpc::Status LinearTransform(grpc::ServerContext* context,
                                const pb::LinearTransformRequest* request,
                                pb::LinearTransformResponse* response) override {
-    return guarded("LinearTransform", *context, /*is_request=*/true, [&](RequestLog& log) {
-      return serve(*request, response, log);
-    });
+    return guarded("LinearTransform", *context, /*is_request=*/true,
+                   [&](RequestLog& log) { return serve(*request, response, log); });
   }
 
  private:
@@ -314,8 +314,7 @@ class OpuService final : public pb::OpuDevice::Service {
     const std::string_view value(found->second.data(), found->second.size());
     constexpr std::string_view kBearer = "Bearer ";
     if (!value.starts_with(kBearer)) {
-      return {StatusCode::kUnauthenticated,
-              "authorization metadata is not 'Bearer <token>'"};
+      return {StatusCode::kUnauthenticated, "authorization metadata is not 'Bearer <token>'"};
     }
     if (!same_secret(value.substr(kBearer.size()), options_.token)) {
       return {StatusCode::kUnauthenticated, "wrong bearer token"};
@@ -338,10 +337,9 @@ class OpuService final : public pb::OpuDevice::Service {
       if (draining_.load()) {
         status = unavailable(std::string(rpc) + ": server shutting down");
       } else if (running > options_.max_inflight) {
-        status = {StatusCode::kResourceExhausted,
-                  std::string(rpc) + ": server busy, " + str(running) +
-                      " requests in flight, limit " + str(options_.max_inflight) +
-                      "; retry later"};
+        status = {StatusCode::kResourceExhausted, std::string(rpc) + ": server busy, " +
+                                                      str(running) + " requests in flight, limit " +
+                                                      str(options_.max_inflight) + "; retry later"};
       } else {
         try {
           if (options_.on_request_start) options_.on_request_start();
@@ -408,8 +406,8 @@ std::int64_t ServerStats::errors() const {
 
 std::string ServerStats::summary() const {
   std::ostringstream text;
-  text << "requests " << requests << ", get_info " << get_info << ", frames " << frames
-       << ", in " << bytes_in << " B, out " << bytes_out << " B, errors " << errors();
+  text << "requests " << requests << ", get_info " << get_info << ", frames " << frames << ", in "
+       << bytes_in << " B, out " << bytes_out << " B, errors " << errors();
   if (errors() > 0) {
     text << " (";
     bool first = true;
@@ -446,8 +444,7 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> devic
                             ", want >= 4096");
   }
   if (options.max_inflight < 1) {
-    return invalid_argument("Server: max_inflight is " + str(options.max_inflight) +
-                            ", want >= 1");
+    return invalid_argument("Server: max_inflight is " + str(options.max_inflight) + ", want >= 1");
   }
   Result<HostPort> listen = split_host_port(options.listen, /*allow_port_zero=*/true);
   if (!listen.ok()) return listen.status().with_context("Server: --listen");
@@ -477,7 +474,8 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> devic
   // response waits a WINDOW_UPDATE round trip.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (1 << 24) - 1);
-  // A port another server holds is an error, not a silent share (gRPC sets SO_REUSEPORT by default).
+  // A port another server holds is an error, not a silent share (gRPC sets SO_REUSEPORT by
+  // default).
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
@@ -488,7 +486,8 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> devic
   if (auto* health = impl->server->GetHealthCheckService()) {
     health->SetServingStatus(true);
   }
-  logger().info("serving opu.v1.OpuDevice on {}{}{}", impl->address, options.tls_cert_pem.empty() ? " (plaintext)" : " (TLS)",
+  logger().info("serving opu.v1.OpuDevice on {}{}{}", impl->address,
+                options.tls_cert_pem.empty() ? " (plaintext)" : " (TLS)",
                 options.token.empty() ? "" : " with bearer token");
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }

@@ -53,7 +53,8 @@ inline std::vector<std::uint8_t> random_frames(std::int64_t n_in, std::int64_t b
   for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::uint8_t>(mix(seed + i));
   if (n_in % 8 != 0) {
     const auto mask = static_cast<std::uint8_t>((1U << (n_in % 8)) - 1U);
-    for (std::int64_t s = 0; s < batch; ++s) out[static_cast<std::size_t>((s + 1) * bytes - 1)] &= mask;
+    for (std::int64_t s = 0; s < batch; ++s)
+      out[static_cast<std::size_t>((s + 1) * bytes - 1)] &= mask;
   }
   return out;
 }
@@ -121,8 +122,8 @@ inline bool write_file(const std::string& path, const std::string& text) {
 inline bool make_self_signed_cert(const std::string& cert, const std::string& key) {
   const std::string command =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" + key + "' -out '" + cert +
-      "' 2>&1";
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout '" +
+      key + "' -out '" + cert + "' 2>&1";
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return false;
   char buffer[256];

@@ -64,9 +64,9 @@ struct RemoteOptions {
 
 /// What a RemoteDevice did so far (for tests, benchmarks and logs).
 struct RemoteStats {
-  std::int64_t rpcs = 0;            // RPC attempts started (a stream counts once)
-  std::int64_t retries = 0;         // attempts repeated after UNAVAILABLE
-  std::int64_t chunked_calls = 0;   // calls split into several chunks
+  std::int64_t rpcs = 0;              // RPC attempts started (a stream counts once)
+  std::int64_t retries = 0;           // attempts repeated after UNAVAILABLE
+  std::int64_t chunked_calls = 0;     // calls split into several chunks
   std::int64_t linear_fallbacks = 0;  // linear calls computed from raw frames on the client
 };
 

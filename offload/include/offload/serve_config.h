@@ -21,7 +21,7 @@ struct ServeConfig {
   std::string listen = "127.0.0.1:0";
   std::string tls_cert_file;  // PEM certificate chain; needs tls_key_file
   std::string tls_key_file;
-  std::string token_file;     // bearer token (content trimmed); empty = no authentication
+  std::string token_file;  // bearer token (content trimmed); empty = no authentication
   double max_message_mb = 64.0;
   int max_inflight = 64;
   bool serve_linear = true;

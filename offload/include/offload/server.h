@@ -50,12 +50,12 @@ struct ServerOptions {
 struct ServerStats {
   std::int64_t requests = 0;
   std::int64_t get_info = 0;
-  std::int64_t frames = 0;         // camera frames taken for successful requests
-  std::int64_t bytes_in = 0;       // payload bytes received (inputs, values)
-  std::int64_t bytes_out = 0;      // payload bytes sent (frames, projections)
-  std::int64_t in_flight = 0;      // handlers running now
+  std::int64_t frames = 0;                 // camera frames taken for successful requests
+  std::int64_t bytes_in = 0;               // payload bytes received (inputs, values)
+  std::int64_t bytes_out = 0;              // payload bytes sent (frames, projections)
+  std::int64_t in_flight = 0;              // handlers running now
   std::array<std::int64_t, 17> by_code{};  // outcomes of requests and GetInfo, by status code
-  std::int64_t errors() const;     // all outcomes but OK
+  std::int64_t errors() const;             // all outcomes but OK
   /// "requests 1600, frames 51200, errors 3 (INVALID_ARGUMENT 2, UNAUTHENTICATED 1), ..."
   std::string summary() const;
 };
