@@ -250,8 +250,10 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
   const Eigen::VectorXf dark = dark_frames->values.rowwise().mean();
   const double dark_level = dark.mean();
 
-  // 2. Exposure: a full-block frame at `fill` of full scale on average. Speckle is exponential,
-  // so at 15% only ~e^-6.7 = 0.1% of its readings clip, and dim frames still span many counts.
+  // 2. Exposure: a full-block frame at `fill` of full scale on average. Speckle is exponential:
+  // at 25% e^-4 = 1.8% of full-block readings clip (they are masked), while the dim signal-only
+  // frames (~1/8 of the block) still span ~8 counts; at 15% their rounding dominates
+  // (docs/calibration.md has the measured comparison).
   if (exposure <= 0) {
     exposure = default_exposure;
     const double max_exposure = info.max_exposure_us > 0 ? info.max_exposure_us : 1e9;

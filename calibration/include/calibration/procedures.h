@@ -66,12 +66,12 @@ struct TmOptions {
   std::int64_t anchor_repeats = 8;   // repeats of each anchor-pair frame
   std::int64_t dark_frames = 16;
   double exposure_us = 0.0;          // 0 = auto: full-block frames at `fill` of full scale
-  double fill = 0.15;                // mean count of a full-block frame, fraction of full scale
+  double fill = 0.25;                // mean count of a full-block frame, fraction of full scale
   /// Camera variance model var = signal/gain + read² + 1/12 (counts²). gain 0 = estimate it from
   /// the repeated anchor frames (or take it from a noise section via tm_options_from()).
   double gain_e_per_count = 0.0;
   double read_noise_counts = -1.0;   // < 0 = estimate
-  std::int64_t gn_iterations = 12;   // weighted Gauss-Newton passes over all frames (0 = none)
+  std::int64_t gn_iterations = 6;    // weighted Gauss-Newton passes over all frames (0 = none)
   std::int64_t cg_iterations = 25;   // conjugate-gradient steps per pass
   std::uint64_t seed = 3;
 };
