@@ -56,9 +56,11 @@ struct Setup {
 void random_batch(std::int64_t batch, std::uint64_t seed, Eigen::MatrixXf& x, Eigen::MatrixXf& t) {
   const CounterRng rng(seed, "bench/batch");
   x.resize(784, batch);
-  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = rng.uniform(static_cast<std::uint64_t>(i));
+  for (Eigen::Index i = 0; i < x.size(); ++i)
+    x.data()[i] = rng.uniform(static_cast<std::uint64_t>(i));
   t = Eigen::MatrixXf::Zero(10, batch);
-  for (Eigen::Index c = 0; c < batch; ++c) t(static_cast<Eigen::Index>(rng.below(1000000 + c, 10)), c) = 1.0F;
+  for (Eigen::Index c = 0; c < batch; ++c)
+    t(static_cast<Eigen::Index>(rng.below(1000000 + c, 10)), c) = 1.0F;
 }
 
 double median(std::vector<double> v) {
@@ -106,7 +108,7 @@ int main(int argc, char** argv) {
   std::printf("  DFA step (digital) %8.3f ms\n", 1e3 * m_dfa);
   std::printf("  ratio DFA/BP       %8.3f   (target <= 0.85)\n", m_dfa / m_bp);
   report["step"] = {{"bp_ms", 1e3 * m_bp}, {"dfa_ms", 1e3 * m_dfa}, {"ratio", m_dfa / m_bp},
-                    {"batch", batch}, {"threads", threads}, {"steps", steps}};
+                    {"batch", batch},      {"threads", threads},    {"steps", steps}};
 
   // --- an epoch with device feedback vs digital (paper's 784-256-256-10) ---
   if (!device_uri.empty()) {
@@ -133,9 +135,12 @@ int main(int argc, char** argv) {
     std::printf("  device feedback    %8.3f s   (%s)\n", wall_device, device_uri.c_str());
     std::printf("  ratio device/digital %6.3f   (target <= 1.25)\n", wall_device / wall_digital);
     std::printf("  device: %lld frames, %.1f s of device time\n",
-                static_cast<long long>(cost.frames), 1e-9 * static_cast<double>(cost.device_time_ns));
-    report["epoch"] = {{"digital_s", wall_digital}, {"device_s", wall_device},
-                       {"ratio", wall_device / wall_digital}, {"device", device_uri},
+                static_cast<long long>(cost.frames),
+                1e-9 * static_cast<double>(cost.device_time_ns));
+    report["epoch"] = {{"digital_s", wall_digital},
+                       {"device_s", wall_device},
+                       {"ratio", wall_device / wall_digital},
+                       {"device", device_uri},
                        {"frames", cost.frames},
                        {"device_time_s", 1e-9 * static_cast<double>(cost.device_time_ns)}};
   }

@@ -1,185 +1,186 @@
 // opu-train's front end: options, config files, the output contract, bad input at the edge.
+#include "app.h"
+
 #include <doctest/doctest.h>
 
 #include <fstream>
 #include <sstream>
 
-#include "app.h"
 #include "config.h"
 #include "test_support.h"
 #include "trainer_test_support.h"
 
 TEST_SUITE("trainer") {
-using namespace opu::trainer;
-using opu::Result;
-using opu::trainer::app::Options;
+  using namespace opu::trainer;
+  using opu::Result;
+  using opu::trainer::app::Options;
 
-namespace {
-std::string last_line(const std::string& text) {
-  std::istringstream in(text);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
-  }
-  return last;
-}
-
-Result<Options> parse(std::vector<std::string> args) {
-  args.insert(args.begin(), "opu-train");
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  int exit_code = -1;
-  return app::parse_command_line(static_cast<int>(argv.size()), argv.data(), exit_code);
-}
-}  // namespace
-
-TEST_CASE("opu-train options: model defaults, config file, flags override it") {
-  Options mlp;
-  REQUIRE(app::finalize(mlp).ok());
-  CHECK(mlp.epochs == 15);
-  CHECK(mlp.hidden == std::vector<std::int64_t>{256, 256});
-  CHECK(mlp.optimizer == "sgd");
-  CHECK(mlp.lr == doctest::Approx(0.01));
-  Options gcn;
-  gcn.model = "gcn";
-  REQUIRE(app::finalize(gcn).ok());
-  CHECK(gcn.epochs == 200);
-  CHECK(gcn.hidden == std::vector<std::int64_t>{16});
-  CHECK(gcn.optimizer == "adam");
-  CHECK(gcn.weight_decay == doctest::Approx(1e-4));  // the paper's DFA recipe (default method)
-  CHECK(gcn.dropout == doctest::Approx(0.1));
-  CHECK(gcn.input_dropout == 0.0F);
-  Options gcn_bp;
-  gcn_bp.model = "gcn";
-  gcn_bp.method = "bp";
-  REQUIRE(app::finalize(gcn_bp).ok());
-  CHECK(gcn_bp.weight_decay == doctest::Approx(5e-4));  // Kipf & Welling
-  CHECK(gcn_bp.dropout == doctest::Approx(0.5));
-  CHECK(gcn_bp.input_dropout == doctest::Approx(0.5));
-
-  test::TempDir dir("config");
-  std::ofstream(dir / "c.json") << R"({"method": "bp", "lr": 0.5, "weight_decay": 0.1,
-                                       "hidden": [10, 20]})";
-  Result<Options> o = parse({"--config", dir / "c.json", "--lr", "0.25"});
-  REQUIRE(o.ok());
-  CHECK(o->method == "bp");
-  CHECK(o->lr == doctest::Approx(0.25));  // the flag wins
-  CHECK(o->weight_decay == doctest::Approx(0.1));
-  CHECK(o->hidden == std::vector<std::int64_t>{10, 20});
-
-  std::ofstream(dir / "bad.json") << R"({"learning_rate": 0.5})";
-  Result<Options> bad = parse({"--config", dir / "bad.json"});
-  CHECK(bad.status().code() == opu::StatusCode::kInvalidArgument);
-  CHECK(bad.status().message().find("learning_rate") != std::string::npos);
-  std::ofstream(dir / "type.json") << R"({"epochs": "many"})";
-  CHECK(parse({"--config", dir / "type.json"}).status().message().find("epochs") !=
-        std::string::npos);
-  CHECK(parse({"--config", dir / "absent.json"}).status().code() == opu::StatusCode::kNotFound);
-
-  Options wrong;
-  wrong.method = "backprop";
-  CHECK(app::finalize(wrong).message() == "--method is 'backprop', want bp, dfa or shallow");
-  Options threshold;
-  threshold.threshold = 1.5F;
-  CHECK(app::finalize(threshold).code() == opu::StatusCode::kInvalidArgument);
-  Options resume;
-  resume.resume = true;
-  CHECK(app::finalize(resume).message().find("--checkpoint") != std::string::npos);
-}
-
-TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {
-  test::TempDir dir("app_run");
-  test::write_idx_folder(dir.str(), test::make_blobs(512, 16, 3, 1), test::make_blobs(96, 16, 3, 1),
-                         4, 4, true);
-  for (const std::string method : {"bp", "dfa", "shallow"}) {
-    Options o;
-    o.method = method;
-    o.data = dir.str();
-    o.epochs = 2;
-    o.batch = 16;
-    o.hidden = {20, 20};
-    o.lr = 0.05F;
-    o.metrics = dir / ("m_" + method + ".jsonl");
-    std::ostringstream out, err;
-    Result<nlohmann::json> summary = app::run_training(o, out, err, false);
-    REQUIRE_MESSAGE(summary.ok(), err.str());
-    const nlohmann::json last = nlohmann::json::parse(last_line(out.str()));
-    CHECK(last == *summary);
-    CHECK(last["method"] == method);
-    CHECK(last["epochs"] == 2);
-    CHECK(last["feedback"] == (method == "dfa" ? "digital" : "none"));
-    // Chance is 1/3; shallow (random hidden features) learns slowest.
-    CHECK(last["test_accuracy"].get<double>() > (method == "shallow" ? 0.4 : 0.6));
-    CHECK(out.str().find("epoch   2/2") != std::string::npos);
-    CHECK(out.str().find("summary:") != std::string::npos);
-    // Metrics: a config line, alignment lines, one line per epoch, a summary.
-    std::ifstream metrics(o.metrics);
-    int epochs = 0, alignments = 0;
-    std::string line;
-    while (std::getline(metrics, line)) {
-      const nlohmann::json j = nlohmann::json::parse(line);
-      if (j["type"] == "epoch") {
-        ++epochs;
-        CHECK(j.contains("alignment"));
-        CHECK(j.contains("wall_s"));
-        CHECK(j.contains("device_time_s"));
-        CHECK(j.contains("frames"));
-        CHECK(j.contains("test_accuracy"));
-      }
-      if (j["type"] == "alignment") ++alignments;
+  namespace {
+  std::string last_line(const std::string& text) {
+    std::istringstream in(text);
+    std::string line, last;
+    while (std::getline(in, line)) {
+      if (!line.empty()) last = line;
     }
-    CHECK(epochs == 2);
-    CHECK(alignments > 0);
+    return last;
   }
-}
 
-TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
-  test::TempDir dir("app_bad");
-  test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1), test::make_blobs(16, 16, 3, 1),
-                         4, 4, false);
-  auto run = [&](Options o) {
-    std::ostringstream out, err;
-    Result<nlohmann::json> r = app::run_training(std::move(o), out, err, false);
-    const nlohmann::json last = nlohmann::json::parse(last_line(out.str()));
-    CHECK(last.contains("error"));
-    CHECK(last.contains("test_accuracy"));
-    return std::make_pair(r.status(), err.str());
-  };
-  SUBCASE("missing data folder") {
-    Options o;
-    o.data = dir / "absent";
-    const auto [status, err] = run(o);
-    CHECK(status.code() == opu::StatusCode::kNotFound);
-    CHECK(err.find("absent") != std::string::npos);
+  Result<Options> parse(std::vector<std::string> args) {
+    args.insert(args.begin(), "opu-train");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    int exit_code = -1;
+    return app::parse_command_line(static_cast<int>(argv.size()), argv.data(), exit_code);
   }
-  SUBCASE("unreachable or unknown device") {
-    Options o;
-    o.data = dir.str();
-    o.feedback = "grpc://127.0.0.1:1";
-    o.epochs = 1;
-    const auto [status, err] = run(o);
-    CHECK(status.code() == opu::StatusCode::kUnavailable);
-    CHECK(err.find("grpc://127.0.0.1:1") != std::string::npos);
-    o.feedback = "carrier-pigeon";
-    CHECK(run(o).first.code() == opu::StatusCode::kInvalidArgument);
+  }  // namespace
+
+  TEST_CASE("opu-train options: model defaults, config file, flags override it") {
+    Options mlp;
+    REQUIRE(app::finalize(mlp).ok());
+    CHECK(mlp.epochs == 15);
+    CHECK(mlp.hidden == std::vector<std::int64_t>{256, 256});
+    CHECK(mlp.optimizer == "sgd");
+    CHECK(mlp.lr == doctest::Approx(0.01));
+    Options gcn;
+    gcn.model = "gcn";
+    REQUIRE(app::finalize(gcn).ok());
+    CHECK(gcn.epochs == 200);
+    CHECK(gcn.hidden == std::vector<std::int64_t>{16});
+    CHECK(gcn.optimizer == "adam");
+    CHECK(gcn.weight_decay == doctest::Approx(1e-4));  // the paper's DFA recipe (default method)
+    CHECK(gcn.dropout == doctest::Approx(0.1));
+    CHECK(gcn.input_dropout == 0.0F);
+    Options gcn_bp;
+    gcn_bp.model = "gcn";
+    gcn_bp.method = "bp";
+    REQUIRE(app::finalize(gcn_bp).ok());
+    CHECK(gcn_bp.weight_decay == doctest::Approx(5e-4));  // Kipf & Welling
+    CHECK(gcn_bp.dropout == doctest::Approx(0.5));
+    CHECK(gcn_bp.input_dropout == doctest::Approx(0.5));
+
+    test::TempDir dir("config");
+    std::ofstream(dir / "c.json") << R"({"method": "bp", "lr": 0.5, "weight_decay": 0.1,
+                                       "hidden": [10, 20]})";
+    Result<Options> o = parse({"--config", dir / "c.json", "--lr", "0.25"});
+    REQUIRE(o.ok());
+    CHECK(o->method == "bp");
+    CHECK(o->lr == doctest::Approx(0.25));  // the flag wins
+    CHECK(o->weight_decay == doctest::Approx(0.1));
+    CHECK(o->hidden == std::vector<std::int64_t>{10, 20});
+
+    std::ofstream(dir / "bad.json") << R"({"learning_rate": 0.5})";
+    Result<Options> bad = parse({"--config", dir / "bad.json"});
+    CHECK(bad.status().code() == opu::StatusCode::kInvalidArgument);
+    CHECK(bad.status().message().find("learning_rate") != std::string::npos);
+    std::ofstream(dir / "type.json") << R"({"epochs": "many"})";
+    CHECK(parse({"--config", dir / "type.json"}).status().message().find("epochs") !=
+          std::string::npos);
+    CHECK(parse({"--config", dir / "absent.json"}).status().code() == opu::StatusCode::kNotFound);
+
+    Options wrong;
+    wrong.method = "backprop";
+    CHECK(app::finalize(wrong).message() == "--method is 'backprop', want bp, dfa or shallow");
+    Options threshold;
+    threshold.threshold = 1.5F;
+    CHECK(app::finalize(threshold).code() == opu::StatusCode::kInvalidArgument);
+    Options resume;
+    resume.resume = true;
+    CHECK(app::finalize(resume).message().find("--checkpoint") != std::string::npos);
   }
-  SUBCASE("NaN loss") {
-    Options o;
-    o.data = dir.str();
-    o.lr = 1e30F;
-    o.epochs = 3;
-    o.method = "bp";
-    const auto [status, err] = run(o);
-    CHECK(status.code() == opu::StatusCode::kFailedPrecondition);
-    CHECK(err.find("lower --lr") != std::string::npos);
+
+  TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {
+    test::TempDir dir("app_run");
+    test::write_idx_folder(dir.str(), test::make_blobs(512, 16, 3, 1),
+                           test::make_blobs(96, 16, 3, 1), 4, 4, true);
+    for (const std::string method : {"bp", "dfa", "shallow"}) {
+      Options o;
+      o.method = method;
+      o.data = dir.str();
+      o.epochs = 2;
+      o.batch = 16;
+      o.hidden = {20, 20};
+      o.lr = 0.05F;
+      o.metrics = dir / ("m_" + method + ".jsonl");
+      std::ostringstream out, err;
+      Result<nlohmann::json> summary = app::run_training(o, out, err, false);
+      REQUIRE_MESSAGE(summary.ok(), err.str());
+      const nlohmann::json last = nlohmann::json::parse(last_line(out.str()));
+      CHECK(last == *summary);
+      CHECK(last["method"] == method);
+      CHECK(last["epochs"] == 2);
+      CHECK(last["feedback"] == (method == "dfa" ? "digital" : "none"));
+      // Chance is 1/3; shallow (random hidden features) learns slowest.
+      CHECK(last["test_accuracy"].get<double>() > (method == "shallow" ? 0.4 : 0.6));
+      CHECK(out.str().find("epoch   2/2") != std::string::npos);
+      CHECK(out.str().find("summary:") != std::string::npos);
+      // Metrics: a config line, alignment lines, one line per epoch, a summary.
+      std::ifstream metrics(o.metrics);
+      int epochs = 0, alignments = 0;
+      std::string line;
+      while (std::getline(metrics, line)) {
+        const nlohmann::json j = nlohmann::json::parse(line);
+        if (j["type"] == "epoch") {
+          ++epochs;
+          CHECK(j.contains("alignment"));
+          CHECK(j.contains("wall_s"));
+          CHECK(j.contains("device_time_s"));
+          CHECK(j.contains("frames"));
+          CHECK(j.contains("test_accuracy"));
+        }
+        if (j["type"] == "alignment") ++alignments;
+      }
+      CHECK(epochs == 2);
+      CHECK(alignments > 0);
+    }
   }
-  SUBCASE("gcn without a planetoid folder") {
-    Options o;
-    o.model = "gcn";
-    o.data = dir.str();
-    const auto [status, err] = run(o);
-    CHECK(status.code() == opu::StatusCode::kNotFound);
-    CHECK(err.find("cora.content") != std::string::npos);
+
+  TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
+    test::TempDir dir("app_bad");
+    test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
+                           test::make_blobs(16, 16, 3, 1), 4, 4, false);
+    auto run = [&](Options o) {
+      std::ostringstream out, err;
+      Result<nlohmann::json> r = app::run_training(std::move(o), out, err, false);
+      const nlohmann::json last = nlohmann::json::parse(last_line(out.str()));
+      CHECK(last.contains("error"));
+      CHECK(last.contains("test_accuracy"));
+      return std::make_pair(r.status(), err.str());
+    };
+    SUBCASE("missing data folder") {
+      Options o;
+      o.data = dir / "absent";
+      const auto [status, err] = run(o);
+      CHECK(status.code() == opu::StatusCode::kNotFound);
+      CHECK(err.find("absent") != std::string::npos);
+    }
+    SUBCASE("unreachable or unknown device") {
+      Options o;
+      o.data = dir.str();
+      o.feedback = "grpc://127.0.0.1:1";
+      o.epochs = 1;
+      const auto [status, err] = run(o);
+      CHECK(status.code() == opu::StatusCode::kUnavailable);
+      CHECK(err.find("grpc://127.0.0.1:1") != std::string::npos);
+      o.feedback = "carrier-pigeon";
+      CHECK(run(o).first.code() == opu::StatusCode::kInvalidArgument);
+    }
+    SUBCASE("NaN loss") {
+      Options o;
+      o.data = dir.str();
+      o.lr = 1e30F;
+      o.epochs = 3;
+      o.method = "bp";
+      const auto [status, err] = run(o);
+      CHECK(status.code() == opu::StatusCode::kFailedPrecondition);
+      CHECK(err.find("lower --lr") != std::string::npos);
+    }
+    SUBCASE("gcn without a planetoid folder") {
+      Options o;
+      o.model = "gcn";
+      o.data = dir.str();
+      const auto [status, err] = run(o);
+      CHECK(status.code() == opu::StatusCode::kNotFound);
+      CHECK(err.find("cora.content") != std::string::npos);
+    }
   }
-}
 }

@@ -73,8 +73,8 @@ inline void write_idx(const std::string& path, const std::vector<std::int64_t>& 
     gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
     gzclose(f);
   } else {
-    std::ofstream(path, std::ios::binary).write(bytes.data(),
-                                                static_cast<std::streamsize>(bytes.size()));
+    std::ofstream(path, std::ios::binary)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   }
 }
 
@@ -89,8 +89,8 @@ inline void write_idx_folder(const std::string& dir, const LabelledData& train,
     }
     std::vector<std::uint8_t> labels(d.labels.begin(), d.labels.end());
     const std::string suffix = gzip ? ".gz" : "";
-    write_idx(dir + "/" + prefix + "-images-idx3-ubyte" + suffix,
-              {d.features.cols(), rows, cols}, pixels, gzip);
+    write_idx(dir + "/" + prefix + "-images-idx3-ubyte" + suffix, {d.features.cols(), rows, cols},
+              pixels, gzip);
     write_idx(dir + "/" + prefix + "-labels-idx1-ubyte" + suffix, {d.features.cols()}, labels,
               gzip);
   };

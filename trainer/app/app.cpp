@@ -60,7 +60,8 @@ std::string epoch_line(const EpochRecord& r, std::int64_t epochs) {
     s << "  align[" << a.point << "] " << fixed(a.mean, 3);
   }
   s << "  " << fixed(r.wall_s, 2) << " s";
-  if (r.frames > 0) s << "  device " << fixed(r.device_time_s, 2) << " s, " << r.frames << " frames";
+  if (r.frames > 0)
+    s << "  device " << fixed(r.device_time_s, 2) << " s, " << r.frames << " frames";
   return s.str();
 }
 
@@ -135,13 +136,13 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       } else if (o.activation == "sigmoid") {
         activation = ActivationKind::kSigmoid;
       } else if (o.activation != "relu") {
-        return fail(invalid_argument("--activation is '" + o.activation +
-                                     "', want relu, tanh or sigmoid"));
+        return fail(
+            invalid_argument("--activation is '" + o.activation + "', want relu, tanh or sigmoid"));
       }
       const std::vector<Eigen::Index> hidden(o.hidden.begin(), o.hidden.end());
-      model = std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
-                                               images->train.n_classes, activation, o.seed,
-                                               o.dropout));
+      model =
+          std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
+                                           images->train.n_classes, activation, o.seed, o.dropout));
       task = std::make_unique<ImageTask>(*images, o.batch, o.seed);
     } else {
       const std::string dir = o.data.empty() ? default_planetoid_dir() : o.data;
@@ -176,17 +177,17 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
     const Eigen::Index n_in = model->output_size();
     const Eigen::Index d_max = model->max_feedback_size();
     if (o.feedback == "digital" || o.feedback == "digital-gaussian") {
-      feedback = std::make_unique<DigitalFeedback>(
-          n_in, d_max, o.seed,
-          o.feedback == "digital" ? FeedbackDistribution::kUniform
-                                  : FeedbackDistribution::kGaussian);
+      feedback = std::make_unique<DigitalFeedback>(n_in, d_max, o.seed,
+                                                   o.feedback == "digital"
+                                                       ? FeedbackDistribution::kUniform
+                                                       : FeedbackDistribution::kGaussian);
     } else {
       Result<std::unique_ptr<sim::Device>> opened = open_feedback_device(o.feedback);
       if (!opened.ok()) return fail(opened.status());
       device = std::move(*opened);
       sim::LinearOptions linear;
-      linear.encoding = o.encoding == "bitplanes" ? sim::Encoding::kBitplanes
-                                                  : sim::Encoding::kTernary;
+      linear.encoding =
+          o.encoding == "bitplanes" ? sim::Encoding::kBitplanes : sim::Encoding::kTernary;
       linear.threshold = o.threshold;
       linear.bitplanes = o.bitplanes;
       feedback = std::make_unique<DeviceFeedback>(*device, n_in, d_max, linear);
@@ -205,9 +206,12 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   trainer_options.align_every = o.align_every;
   trainer_options.checkpoint_dir = o.checkpoint;
   // What must match for a checkpoint to be resumed (the learning rate or epochs may change).
-  trainer_options.identity = {{"model", o.model},     {"method", o.method},
-                              {"feedback", o.feedback}, {"seed", o.seed},
-                              {"batch", o.batch},     {"loss", o.loss},
+  trainer_options.identity = {{"model", o.model},
+                              {"method", o.method},
+                              {"feedback", o.feedback},
+                              {"seed", o.seed},
+                              {"batch", o.batch},
+                              {"loss", o.loss},
                               {"dataset", o.model == "gcn" ? o.dataset : "idx"}};
   Trainer trainer(trainer_options, *model, *task, *learner, **optimizer);
   if (o.resume) {
@@ -220,7 +224,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   if (!o.metrics.empty()) {
     metrics.open(o.metrics, o.resume ? std::ios::app : std::ios::trunc);
     if (!metrics) return fail(failed_precondition("--metrics " + o.metrics + ": cannot write"));
-    metrics << nlohmann::json{{"type", "config"}, {"options", to_json(o)},
+    metrics << nlohmann::json{{"type", "config"},
+                              {"options", to_json(o)},
                               {"model", model->signature()},
                               {"parameters", model->num_parameters()},
                               {"feedback", feedback ? feedback->describe() : "none"},
@@ -228,8 +233,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                    .dump()
             << "\n";
   }
-  out << "opu-train: " << o.model << " " << model->signature() << " ("
-      << model->num_parameters() << " parameters) on " << data_name << ", method " << o.method;
+  out << "opu-train: " << o.model << " " << model->signature() << " (" << model->num_parameters()
+      << " parameters) on " << data_name << ", method " << o.method;
   if (feedback) out << ", feedback " << feedback->describe();
   out << ", " << o.optimizer << " lr " << o.lr << ", " << o.epochs << " epochs";
   if (trainer.epochs_done() > 0) out << " (resuming after epoch " << trainer.epochs_done() << ")";

@@ -100,8 +100,8 @@ Status finalize(Options& o) {
   if (o.weight_decay < 0.0F) o.weight_decay = gcn ? (gcn_bp ? 5e-4F : 1e-4F) : 0.0F;
   if (o.dropout < 0.0F) o.dropout = gcn ? (gcn_bp ? 0.5F : 0.1F) : 0.0F;
   if (o.input_dropout < 0.0F) o.input_dropout = gcn_bp ? 0.5F : 0.0F;
-  if (o.hidden.empty()) o.hidden = gcn ? std::vector<std::int64_t>{16}
-                                       : std::vector<std::int64_t>{256, 256};
+  if (o.hidden.empty())
+    o.hidden = gcn ? std::vector<std::int64_t>{16} : std::vector<std::int64_t>{256, 256};
   if (o.align_every < 0) o.align_every = gcn ? 1 : 50;
   if (o.epochs < 1) return bad("epochs", std::to_string(o.epochs), ">= 1");
   if (o.batch < 1) return bad("batch", std::to_string(o.batch), ">= 1");
@@ -151,8 +151,9 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
       OPU_RETURN_IF_ERROR(apply_json(json, options).with_context("--config " + path));
     }
   }
-  CLI::App cli{"opu-train: train an MLP or a GCN with BP, DFA (digital or OPU feedback) or "
-               "shallow learning"};
+  CLI::App cli{
+      "opu-train: train an MLP or a GCN with BP, DFA (digital or OPU feedback) or "
+      "shallow learning"};
   Options& o = options;
   cli.add_option("--model", o.model, "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)");
   cli.add_option("--method", o.method, "bp, dfa or shallow (default dfa)");
@@ -174,7 +175,8 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
                  "gcn input dropout (bp 0.5 as Kipf & Welling, dfa/shallow 0 as the paper)");
   cli.add_option("--hidden", o.hidden, "hidden sizes (mlp 256 256, gcn 16)")->expected(1, 16);
   cli.add_option("--activation", o.activation, "mlp hidden activation: relu, tanh, sigmoid");
-  cli.add_option("--normalize", o.normalize, "mlp: MEAN STD of the input normalisation "
+  cli.add_option("--normalize", o.normalize,
+                 "mlp: MEAN STD of the input normalisation "
                  "(x - MEAN) / STD, default 0.1307 0.3081 like the paper; 0 1 = none")
       ->expected(2);
   cli.add_option("--loss", o.loss, "cross_entropy, bce or mse");

@@ -13,21 +13,21 @@
 namespace opu::trainer::app {
 
 struct Options {
-  std::string model = "mlp";       // mlp | gcn
-  std::string method = "dfa";      // bp | dfa | shallow
+  std::string model = "mlp";         // mlp | gcn
+  std::string method = "dfa";        // bp | dfa | shallow
   std::string feedback = "digital";  // digital | digital-gaussian | a device URI (sim://, grpc://)
   std::string encoding = "ternary";  // device feedback: ternary | bitplanes
   float threshold = 0.1F;            // ternary threshold, relative to each sample's max |e|
   int bitplanes = 4;                 // bit-planes per sign
   // Model-dependent defaults are marked by negative / empty values and filled by finalize().
-  std::int64_t epochs = -1;        // mlp 15, gcn 200
-  std::int64_t batch = 128;        // mlp only (gcn is full batch)
-  float lr = -1.0F;                // mlp 0.01, gcn 0.01
-  float momentum = 0.9F;           // sgd only
-  std::string optimizer;           // mlp sgd, gcn adam
-  float weight_decay = -1.0F;      // mlp 0; gcn bp 5e-4, dfa/shallow 1e-4 (first layer only)
-  float dropout = -1.0F;           // mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (the paper's)
-  float input_dropout = -1.0F;     // gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0 (the paper's)
+  std::int64_t epochs = -1;          // mlp 15, gcn 200
+  std::int64_t batch = 128;          // mlp only (gcn is full batch)
+  float lr = -1.0F;                  // mlp 0.01, gcn 0.01
+  float momentum = 0.9F;             // sgd only
+  std::string optimizer;             // mlp sgd, gcn adam
+  float weight_decay = -1.0F;        // mlp 0; gcn bp 5e-4, dfa/shallow 1e-4 (first layer only)
+  float dropout = -1.0F;             // mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (the paper's)
+  float input_dropout = -1.0F;       // gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0 (the paper's)
   std::vector<std::int64_t> hidden;  // mlp 256 256, gcn 16
   std::string activation = "relu";   // mlp: relu | tanh | sigmoid
   /// mlp: inputs (pixels / 255) become (x - mean) / std. The paper's example normalises with
@@ -35,11 +35,11 @@ struct Options {
   std::vector<float> normalize = {0.1307F, 0.3081F};
   std::string loss = "cross_entropy";  // cross_entropy | bce | mse
   std::uint64_t seed = 1;
-  std::string data;                // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder
-  std::string dataset = "cora";    // gcn: cora | citeseer | any NAME with NAME.content/.edges/.split
-  std::int64_t align_every = -1;   // steps between alignment measurements: mlp 50, gcn 1; 0 = off
-  std::string metrics;             // JSON lines file
-  std::string checkpoint;          // directory
+  std::string data;               // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder
+  std::string dataset = "cora";   // gcn: cora | citeseer | any NAME with NAME.content/.edges/.split
+  std::int64_t align_every = -1;  // steps between alignment measurements: mlp 50, gcn 1; 0 = off
+  std::string metrics;            // JSON lines file
+  std::string checkpoint;         // directory
   bool resume = false;
   std::string config;              // JSON file of these names
   int threads = 1;                 // OpenMP + OpenBLAS threads

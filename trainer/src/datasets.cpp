@@ -99,8 +99,8 @@ Result<IdxArray> read_idx(const std::string& path) {
   return array;
 }
 
-Result<LabelledData> load_idx_pair(const std::string& images_path,
-                                   const std::string& labels_path, std::int32_t n_classes) {
+Result<LabelledData> load_idx_pair(const std::string& images_path, const std::string& labels_path,
+                                   std::int32_t n_classes) {
   Result<IdxArray> images = read_idx(images_path);
   if (!images.ok()) return images.status();
   Result<IdxArray> labels = read_idx(labels_path);
@@ -168,8 +168,8 @@ Result<ImageDataset> load_idx_folder(const std::string& dir) {
   if (!train.ok()) return train.status();
   dataset.train = std::move(*train);
   const std::string test_images = find_idx(dir, "t10k-images-idx3-ubyte");
-  Result<LabelledData> test = load_idx_pair(test_images, find_idx(dir, "t10k-labels-idx1-ubyte"),
-                                            dataset.train.n_classes);
+  Result<LabelledData> test =
+      load_idx_pair(test_images, find_idx(dir, "t10k-labels-idx1-ubyte"), dataset.train.n_classes);
   if (!test.ok()) return test.status();
   dataset.test = std::move(*test);
   if (dataset.test.features.rows() != dataset.train.features.rows()) {
@@ -181,7 +181,8 @@ Result<ImageDataset> load_idx_folder(const std::string& dir) {
   return dataset;
 }
 
-// --- Planetoid ------------------------------------------------------------------------------------
+// --- Planetoid
+// ------------------------------------------------------------------------------------
 
 Eigen::SparseMatrix<float> normalized_adjacency(
     std::int64_t n_nodes, const std::vector<std::pair<std::int64_t, std::int64_t>>& edges) {
@@ -193,8 +194,8 @@ Eigen::SparseMatrix<float> normalized_adjacency(
   std::vector<Eigen::Triplet<float>> triplets;
   triplets.reserve(edges.size() * 2 + static_cast<std::size_t>(n_nodes));
   auto norm = [&](std::int64_t u, std::int64_t v) {
-    return static_cast<float>(1.0 / std::sqrt(degree[static_cast<std::size_t>(u)] *
-                                              degree[static_cast<std::size_t>(v)]));
+    return static_cast<float>(
+        1.0 / std::sqrt(degree[static_cast<std::size_t>(u)] * degree[static_cast<std::size_t>(v)]));
   };
   for (std::int64_t i = 0; i < n_nodes; ++i) {
     triplets.emplace_back(static_cast<int>(i), static_cast<int>(i), norm(i, i));
@@ -268,8 +269,7 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
     }
   }
   if (max_label < 1) {
-    return data_loss(content_path + ": " + std::to_string(max_label + 1) +
-                     " classes, want >= 2");
+    return data_loss(content_path + ": " + std::to_string(max_label + 1) + " classes, want >= 2");
   }
   g.nodes.n_classes = max_label + 1;
   // Row-normalised features (Kipf & Welling's preprocessing): each node's features sum to 1.
@@ -296,14 +296,13 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
       return invalid_argument(edges_path + ":" + std::to_string(k + 1) + ": edge " +
                               std::to_string(u) + " " + std::to_string(v) +
                               ", want two distinct nodes in [0, " + std::to_string(n_nodes) +
-                              ") (" + content_path + " has " + std::to_string(n_nodes) +
-                              " nodes)");
+                              ") (" + content_path + " has " + std::to_string(n_nodes) + " nodes)");
     }
     edges.emplace_back(u, v);
   }
   g.n_edges = static_cast<std::int64_t>(edges.size());
-  g.adjacency = std::make_shared<const Eigen::SparseMatrix<float>>(
-      normalized_adjacency(n_nodes, edges));
+  g.adjacency =
+      std::make_shared<const Eigen::SparseMatrix<float>>(normalized_adjacency(n_nodes, edges));
   // NAME.split: one of 0..3 per node.
   const std::string split_path = base + ".split";
   Result<std::vector<std::string>> split = read_lines(split_path);

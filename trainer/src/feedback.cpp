@@ -48,7 +48,9 @@ Status DigitalFeedback::do_project(const Eigen::Ref<const Eigen::MatrixXf>& erro
 
 DeviceFeedback::DeviceFeedback(sim::Device& device, Eigen::Index n_in, Eigen::Index n_out,
                                sim::LinearOptions options)
-    : FeedbackSource(n_in, n_out), device_(device), options_(options),
+    : FeedbackSource(n_in, n_out),
+      device_(device),
+      options_(options),
       model_(device.info().model) {}
 
 std::string DeviceFeedback::describe() const {
@@ -94,8 +96,8 @@ Status DeviceFeedback::do_project(const Eigen::Ref<const Eigen::MatrixXf>& error
   if (projected.rows() != n_out() || projected.cols() != n_live) {
     return internal_error("feedback via " + model_ + ": device returned " +
                           std::to_string(projected.rows()) + "x" +
-                          std::to_string(projected.cols()) + ", want " +
-                          std::to_string(n_out()) + "x" + std::to_string(n_live));
+                          std::to_string(projected.cols()) + ", want " + std::to_string(n_out()) +
+                          "x" + std::to_string(n_live));
   }
   if (n_live == errors.cols()) {
     out = projected;

@@ -17,8 +17,8 @@ void init_param(Param& p, const std::string& name, Eigen::Index rows, Eigen::Ind
   p.grad = Eigen::MatrixXf::Zero(rows, cols);
   const CounterRng rng(seed, "init/" + name);
   for (Eigen::Index i = 0; i < p.value.size(); ++i) {
-    p.value.data()[i] = bound == 0.0F ? 0.0F
-                                      : rng.uniform(static_cast<std::uint64_t>(i), -bound, bound);
+    p.value.data()[i] =
+        bound == 0.0F ? 0.0F : rng.uniform(static_cast<std::uint64_t>(i), -bound, bound);
   }
 }
 
@@ -41,7 +41,8 @@ void check_rows(const char* layer, Eigen::Index got, Eigen::Index want) {
 
 }  // namespace
 
-// --- Linear ---------------------------------------------------------------------------------------
+// --- Linear
+// ---------------------------------------------------------------------------------------
 
 Linear::Linear(std::string name, Eigen::Index n_in, Eigen::Index n_out, std::uint64_t seed,
                Init init) {
@@ -75,13 +76,17 @@ void Linear::backward(const Eigen::Ref<const Eigen::MatrixXf>& x,
   }
 }
 
-// --- activations ----------------------------------------------------------------------------------
+// --- activations
+// ----------------------------------------------------------------------------------
 
 std::string activation_name(ActivationKind kind) {
   switch (kind) {
-    case ActivationKind::kRelu: return "relu";
-    case ActivationKind::kTanh: return "tanh";
-    case ActivationKind::kSigmoid: return "sigmoid";
+    case ActivationKind::kRelu:
+      return "relu";
+    case ActivationKind::kTanh:
+      return "tanh";
+    case ActivationKind::kSigmoid:
+      return "sigmoid";
   }
   return "?";
 }
@@ -90,8 +95,12 @@ void Activation::forward(const Eigen::Ref<const Eigen::MatrixXf>& x, Eigen::Matr
                          const ForwardContext& /*context*/) {
   ensure_shape(y, x.rows(), x.cols());
   switch (kind_) {
-    case ActivationKind::kRelu: y = x.cwiseMax(0.0F); break;
-    case ActivationKind::kTanh: y = x.array().tanh().matrix(); break;
+    case ActivationKind::kRelu:
+      y = x.cwiseMax(0.0F);
+      break;
+    case ActivationKind::kTanh:
+      y = x.array().tanh().matrix();
+      break;
     case ActivationKind::kSigmoid:
       y = (1.0F + (-x.array()).exp()).inverse().matrix();
       break;
@@ -118,13 +127,14 @@ void Activation::backward(const Eigen::Ref<const Eigen::MatrixXf>& /*x*/,
   }
 }
 
-// --- Dropout --------------------------------------------------------------------------------------
+// --- Dropout
+// --------------------------------------------------------------------------------------
 
 Dropout::Dropout(std::string name, float p, std::uint64_t seed)
     : p_(p), seed_(derive_seed(seed, "dropout/" + name)) {
   if (!(p >= 0.0F && p < 1.0F)) {
-    throw StatusError(invalid_argument("Dropout " + name + ": p is " + std::to_string(p) +
-                                       ", want in [0, 1)"));
+    throw StatusError(
+        invalid_argument("Dropout " + name + ": p is " + std::to_string(p) + ", want in [0, 1)"));
   }
 }
 
@@ -158,10 +168,10 @@ void Dropout::backward(const Eigen::Ref<const Eigen::MatrixXf>& /*x*/,
   }
 }
 
-// --- GraphConv ------------------------------------------------------------------------------------
+// --- GraphConv
+// ------------------------------------------------------------------------------------
 
-GraphConv::GraphConv(std::string name,
-                     std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency,
+GraphConv::GraphConv(std::string name, std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency,
                      Eigen::Index n_in, Eigen::Index n_out, std::uint64_t seed, Init init)
     : adjacency_(std::move(adjacency)) {
   OPU_CHECK(adjacency_ != nullptr, "GraphConv: adjacency is null");

@@ -8,9 +8,12 @@ namespace opu::trainer {
 
 std::string method_name(Method method) {
   switch (method) {
-    case Method::kBp: return "bp";
-    case Method::kDfa: return "dfa";
-    case Method::kShallow: return "shallow";
+    case Method::kBp:
+      return "bp";
+    case Method::kDfa:
+      return "dfa";
+    case Method::kShallow:
+      return "shallow";
   }
   return "?";
 }
@@ -77,8 +80,8 @@ Learner::Learner(Model& model, const Loss& loss, Method method, FeedbackSource* 
     }
     // The paper's normalisation 1/sqrt(d_max) for a U[-1,1) matrix; other sources are first
     // brought to that matrix's entry scale, so the hidden layers learn at the same rate.
-    scale_ = kPaperStd / (feedback->entry_std() *
-                          std::sqrt(static_cast<double>(model.max_feedback_size())));
+    scale_ = kPaperStd /
+             (feedback->entry_std() * std::sqrt(static_cast<double>(model.max_feedback_size())));
   }
   trainable_ = method == Method::kShallow ? model.params_from(points.back().after_layer + 1)
                                           : model.params();

@@ -12,10 +12,10 @@ void check_shapes(const std::string& loss, const Eigen::Ref<const Eigen::MatrixX
                   const Eigen::Ref<const Eigen::MatrixXf>& targets,
                   const Eigen::Ref<const Eigen::VectorXf>& weights) {
   if (output.rows() != targets.rows() || output.cols() != targets.cols()) {
-    throw StatusError(invalid_argument(
-        loss + ": targets are " + std::to_string(targets.rows()) + "x" +
-        std::to_string(targets.cols()) + ", want the output's " + std::to_string(output.rows()) +
-        "x" + std::to_string(output.cols())));
+    throw StatusError(invalid_argument(loss + ": targets are " + std::to_string(targets.rows()) +
+                                       "x" + std::to_string(targets.cols()) +
+                                       ", want the output's " + std::to_string(output.rows()) +
+                                       "x" + std::to_string(output.cols())));
   }
   if (weights.size() != 0 && weights.size() != output.cols()) {
     throw StatusError(invalid_argument(loss + ": " + std::to_string(weights.size()) +
@@ -94,8 +94,8 @@ double BinaryCrossEntropy::evaluate(const Eigen::Ref<const Eigen::MatrixXf>& out
       const float softplus = std::max(z, 0.0F) + std::log1p(std::exp(-std::abs(z)));
       loss += static_cast<double>(softplus - t * z);
       if (g != nullptr) {
-        const float sigmoid = z >= 0.0F ? 1.0F / (1.0F + std::exp(-z))
-                                        : std::exp(z) / (1.0F + std::exp(z));
+        const float sigmoid =
+            z >= 0.0F ? 1.0F / (1.0F + std::exp(-z)) : std::exp(z) / (1.0F + std::exp(z));
         (*g)(i, c) = (sigmoid - t) * gscale;
       }
     }

@@ -94,8 +94,7 @@ std::string Model::signature() const {
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     s += "-" + layers_[i]->kind();
     if (!layers_[i]->params().empty()) s += std::to_string(sizes_[i + 1]);
-    while (next_point < feedback_points_.size() &&
-           feedback_points_[next_point].after_layer == i) {
+    while (next_point < feedback_points_.size() && feedback_points_[next_point].after_layer == i) {
       s += "-[" + feedback_points_[next_point].name + "]";
       ++next_point;
     }

@@ -59,8 +59,8 @@ void Adam::step(const std::vector<Param*>& params) {
   }
 }
 
-Result<std::unique_ptr<Optimizer>> make_optimizer(const std::string& name, float lr,
-                                                  float momentum, float weight_decay) {
+Result<std::unique_ptr<Optimizer>> make_optimizer(const std::string& name, float lr, float momentum,
+                                                  float weight_decay) {
   if (!(lr > 0.0F) || !std::isfinite(lr)) {
     return invalid_argument("optimizer: lr is " + std::to_string(lr) + ", want > 0");
   }

@@ -20,16 +20,15 @@ float CounterRng::normal(std::uint64_t index) const {
   // u1 in (0, 1] so log(u1) is finite; u2 in [0, 1).
   const double u1 = (static_cast<double>(b >> 32U) + 1.0) * (1.0 / 4294967296.0);
   const double u2 = static_cast<double>(b & 0xFFFFFFFFULL) * (1.0 / 4294967296.0);
-  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) *
-                            std::cos(2.0 * std::numbers::pi * u2));
+  return static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));
 }
 
 std::vector<std::int64_t> permutation(const CounterRng& rng, std::int64_t n) {
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
   for (std::int64_t i = n - 1; i > 0; --i) {
-    const auto j = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(i),
-                                                       static_cast<std::uint64_t>(i) + 1U));
+    const auto j = static_cast<std::int64_t>(
+        rng.below(static_cast<std::uint64_t>(i), static_cast<std::uint64_t>(i) + 1U));
     std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(j)]);
   }
   return order;

@@ -17,7 +17,8 @@
 namespace opu::trainer {
 namespace fs = std::filesystem;
 
-// --- tasks ----------------------------------------------------------------------------------------
+// --- tasks
+// ----------------------------------------------------------------------------------------
 
 namespace {
 void one_hot(const std::vector<std::int32_t>& labels, std::int32_t n_classes,
@@ -121,14 +122,14 @@ std::map<std::string, double> GraphTask::evaluate(Model& model) {
   }
   std::map<std::string, double> result;
   for (int s = 1; s <= 3; ++s) {
-    result[names[s]] = total[s] == 0 ? 0.0
-                                     : static_cast<double>(correct[s]) /
-                                           static_cast<double>(total[s]);
+    result[names[s]] =
+        total[s] == 0 ? 0.0 : static_cast<double>(correct[s]) / static_cast<double>(total[s]);
   }
   return result;
 }
 
-// --- records --------------------------------------------------------------------------------------
+// --- records
+// --------------------------------------------------------------------------------------
 
 namespace {
 nlohmann::json number_or_null(double v) {
@@ -149,9 +150,8 @@ nlohmann::json EpochRecord::to_json() const {
   }
   nlohmann::json points = nlohmann::json::object();
   for (const Alignment& a : alignment) {
-    points[a.point] = {{"mean", number_or_null(a.mean)},
-                       {"std", number_or_null(a.std)},
-                       {"samples", a.samples}};
+    points[a.point] = {
+        {"mean", number_or_null(a.mean)}, {"std", number_or_null(a.std)}, {"samples", a.samples}};
   }
   j["alignment"] = points;
   j["wall_s"] = wall_s;
@@ -181,11 +181,15 @@ EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
   return r;
 }
 
-// --- trainer --------------------------------------------------------------------------------------
+// --- trainer
+// --------------------------------------------------------------------------------------
 
 Trainer::Trainer(TrainerOptions options, Model& model, Task& task, Learner& learner,
                  Optimizer& optimizer)
-    : options_(std::move(options)), model_(model), task_(task), learner_(learner),
+    : options_(std::move(options)),
+      model_(model),
+      task_(task),
+      learner_(learner),
       optimizer_(optimizer) {
   if (task.input_size() != model.input_size() || task.output_size() != model.output_size()) {
     throw StatusError(invalid_argument(
@@ -219,14 +223,14 @@ Status Trainer::run(const TrainerCallbacks& callbacks) {
                                             std::to_string(s));
       }
       if (!std::isfinite(result->loss)) {
-        return failed_precondition(
-            "epoch " + std::to_string(epoch) + " step " + std::to_string(s) +
-            ": training loss is " + std::to_string(result->loss) +
-            ", want a finite value (diverged: lower --lr); stopped" +
-            (options_.checkpoint_dir.empty()
-                 ? std::string()
-                 : ", the last good checkpoint (after epoch " + std::to_string(epoch_) +
-                       ") is kept in " + options_.checkpoint_dir));
+        return failed_precondition("epoch " + std::to_string(epoch) + " step " + std::to_string(s) +
+                                   ": training loss is " + std::to_string(result->loss) +
+                                   ", want a finite value (diverged: lower --lr); stopped" +
+                                   (options_.checkpoint_dir.empty()
+                                        ? std::string()
+                                        : ", the last good checkpoint (after epoch " +
+                                              std::to_string(epoch_) + ") is kept in " +
+                                              options_.checkpoint_dir));
       }
       optimizer_.step(learner_.trainable());
       ++step_;
@@ -271,8 +275,7 @@ Status Trainer::run(const TrainerCallbacks& callbacks) {
       }
       record.alignment.push_back(a);
     }
-    record.wall_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    record.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (feedback != nullptr) {
       record.device_time_s =
           static_cast<double>(feedback->cost().device_time_ns - cost_before.device_time_ns) * 1e-9;
@@ -288,7 +291,8 @@ Status Trainer::run(const TrainerCallbacks& callbacks) {
   return {};
 }
 
-// --- checkpoints ----------------------------------------------------------------------------------
+// --- checkpoints
+// ----------------------------------------------------------------------------------
 //
 // checkpoint.bin = "OPUTRCK1" | u64 header length | header JSON | float32 tensor data | u64 FNV-1a
 // of everything before it. The header lists the tensors (name, rows, cols) in data order.
@@ -313,6 +317,7 @@ Status Trainer::save_checkpoint(const std::string& dir) const {
   nlohmann::json header;
   header["identity"] = options_.identity;
   header["signature"] = model_.signature();
+  header["seed"] = options_.seed;
   header["epoch"] = epoch_;
   header["step"] = step_;
   header["optimizer"] = optimizer_.name();
@@ -383,16 +388,16 @@ Status Trainer::resume(const std::string& dir) {
     return data_loss(where + ": header is not JSON (" + e.what() + ")");
   }
   if (header.value("signature", "") != model_.signature()) {
-    return failed_precondition(where + ": model " + header.value("signature", "?") +
-                               ", want " + model_.signature() + " (same --model and --hidden)");
+    return failed_precondition(where + ": model " + header.value("signature", "?") + ", want " +
+                               model_.signature() + " (same --model and --hidden)");
   }
   if (header.value("identity", nlohmann::json()) != options_.identity) {
-    return failed_precondition(where + ": written by " + header["identity"].dump() +
-                               ", want " + options_.identity.dump());
+    return failed_precondition(where + ": written by " + header["identity"].dump() + ", want " +
+                               options_.identity.dump());
   }
   if (header.value("optimizer", "") != optimizer_.name()) {
-    return failed_precondition(where + ": optimizer " + header.value("optimizer", "?") +
-                               ", want " + optimizer_.name());
+    return failed_precondition(where + ": optimizer " + header.value("optimizer", "?") + ", want " +
+                               optimizer_.name());
   }
   std::map<std::string, Param*> params;
   for (Param* p : model_.params()) params["param/" + p->name] = p;
@@ -433,7 +438,8 @@ Status Trainer::resume(const std::string& dir) {
   epoch_ = header.at("epoch").get<std::int64_t>();
   step_ = header.at("step").get<std::int64_t>();
   history_.clear();
-  for (const nlohmann::json& r : header.at("history")) history_.push_back(EpochRecord::from_json(r));
+  for (const nlohmann::json& r : header.at("history"))
+    history_.push_back(EpochRecord::from_json(r));
   logger()->info("resumed from {} after epoch {} (step {})", path.string(), epoch_, step_);
   return {};
 }

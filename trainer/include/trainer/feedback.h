@@ -23,8 +23,8 @@ namespace opu::trainer {
 /// What the projections have cost so far.
 struct FeedbackCost {
   std::int64_t calls = 0;
-  std::int64_t frames = 0;           // camera frames (0 for digital feedback)
-  std::int64_t device_time_ns = 0;   // device clock consumed (0 for digital feedback)
+  std::int64_t frames = 0;          // camera frames (0 for digital feedback)
+  std::int64_t device_time_ns = 0;  // device clock consumed (0 for digital feedback)
   std::int64_t saturated_pixels = 0;
 };
 
@@ -69,8 +69,7 @@ class DigitalFeedback final : public FeedbackSource {
   const Eigen::MatrixXf& matrix() const { return matrix_; }
 
  protected:
-  Status do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors,
-                    Eigen::MatrixXf& out) override;
+  Status do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors, Eigen::MatrixXf& out) override;
 
  private:
   FeedbackDistribution distribution_;
@@ -89,8 +88,7 @@ class DeviceFeedback final : public FeedbackSource {
   std::string describe() const override;
 
  protected:
-  Status do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors,
-                    Eigen::MatrixXf& out) override;
+  Status do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors, Eigen::MatrixXf& out) override;
 
  private:
   sim::Device& device_;

@@ -20,10 +20,10 @@ namespace opu::trainer {
 
 /// A trainable tensor and its gradient.
 struct Param {
-  std::string name;        // unique within a model: "layer0.linear.weight"
+  std::string name;  // unique within a model: "layer0.linear.weight"
   Eigen::MatrixXf value;
-  Eigen::MatrixXf grad;    // same shape as value, written by backward()
-  bool decay = true;       // weight decay applies (weights yes, biases no)
+  Eigen::MatrixXf grad;  // same shape as value, written by backward()
+  bool decay = true;     // weight decay applies (weights yes, biases no)
 };
 
 /// What a forward pass depends on besides its input.

@@ -38,7 +38,8 @@ struct Alignment {
   std::int64_t samples = 0;  // 0: no signal (shallow), mean and std are NaN
 };
 
-/// Per-column cosine of two equally shaped matrices, summarised (columns where either is 0 skipped).
+/// Per-column cosine of two equally shaped matrices, summarised (columns where either is 0
+/// skipped).
 Alignment cosine_alignment(const std::string& point, const Eigen::Ref<const Eigen::MatrixXf>& a,
                            const Eigen::Ref<const Eigen::MatrixXf>& b);
 

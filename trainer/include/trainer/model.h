@@ -1,8 +1,8 @@
 // Models: a chain of layers with named feedback points (DESIGN.md §4).
 //
-// A feedback point sits after a layer (usually an activation, as TinyDFA's DFALayer does): under DFA
-// the gradient at that activation is replaced by the projected error B_l e, and backprop runs only
-// locally, inside the block of layers between two feedback points.
+// A feedback point sits after a layer (usually an activation, as TinyDFA's DFALayer does): under
+// DFA the gradient at that activation is replaced by the projected error B_l e, and backprop runs
+// only locally, inside the block of layers between two feedback points.
 //
 // The model owns the activations: activation(i) is the output of layer i, and input() the batch.
 // Thread safety: none (one model, one thread).
@@ -56,8 +56,7 @@ class Model {
   const Eigen::MatrixXf& activation(std::size_t i) const { return activations_[i]; }
 
   /// Called with (layer index, dL/d output of that layer) while backward passes through it.
-  using GradientTap =
-      std::function<void(std::size_t, const Eigen::Ref<const Eigen::MatrixXf>&)>;
+  using GradientTap = std::function<void(std::size_t, const Eigen::Ref<const Eigen::MatrixXf>&)>;
   /// Backprop from dL/d(output of layer `top`) down through layers top, top-1, ..., `bottom`.
   /// Parameter gradients of those layers when `param_grads`; dL/d(input of `bottom`) into `dx`
   /// when not null. `tap` (optional) sees the gradient at each layer's output.
@@ -87,9 +86,9 @@ class Model {
 Model make_mlp(Eigen::Index n_in, const std::vector<Eigen::Index>& hidden, Eigen::Index n_out,
                ActivationKind activation, std::uint64_t seed, float dropout = 0.0F);
 
-/// Kipf & Welling's GCN: [dropout(input_dropout)] - graph conv - ReLU - [h1] - dropout - graph conv,
-/// one conv + ReLU + feedback point per hidden size (one for the classic 2-layer model), Glorot
-/// initialisation, weight decay on the first layer only (as in their code and the paper's).
+/// Kipf & Welling's GCN: [dropout(input_dropout)] - graph conv - ReLU - [h1] - dropout - graph
+/// conv, one conv + ReLU + feedback point per hidden size (one for the classic 2-layer model),
+/// Glorot initialisation, weight decay on the first layer only (as in their code and the paper's).
 Model make_gcn(std::shared_ptr<const Eigen::SparseMatrix<float>> adjacency, Eigen::Index n_in,
                const std::vector<Eigen::Index>& hidden, Eigen::Index n_out, float dropout,
                std::uint64_t seed, float input_dropout);

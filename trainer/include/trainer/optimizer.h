@@ -1,6 +1,6 @@
-// Optimisers: SGD with momentum and Adam, both with L2 weight decay added to the gradient (PyTorch's
-// convention, so the paper's hyper-parameters mean the same here). State lives per parameter name
-// and is saved in checkpoints, so a resumed run continues exactly.
+// Optimisers: SGD with momentum and Adam, both with L2 weight decay added to the gradient
+// (PyTorch's convention, so the paper's hyper-parameters mean the same here). State lives per
+// parameter name and is saved in checkpoints, so a resumed run continues exactly.
 #pragma once
 
 #include <Eigen/Core>
@@ -62,7 +62,7 @@ class Adam final : public Optimizer {
 };
 
 /// "sgd" or "adam".
-Result<std::unique_ptr<Optimizer>> make_optimizer(const std::string& name, float lr,
-                                                  float momentum, float weight_decay);
+Result<std::unique_ptr<Optimizer>> make_optimizer(const std::string& name, float lr, float momentum,
+                                                  float weight_decay);
 
 }  // namespace opu::trainer

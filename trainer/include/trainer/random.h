@@ -29,7 +29,8 @@ std::uint64_t derive_seed(std::uint64_t seed, std::string_view purpose);
 class CounterRng {
  public:
   explicit CounterRng(std::uint64_t key) : key_(mix64(key)) {}
-  CounterRng(std::uint64_t seed, std::string_view purpose) : CounterRng(derive_seed(seed, purpose)) {}
+  CounterRng(std::uint64_t seed, std::string_view purpose)
+      : CounterRng(derive_seed(seed, purpose)) {}
 
   /// 64 random bits of element `index`.
   std::uint64_t bits(std::uint64_t index) const { return mix64(key_ ^ mix64(index)); }

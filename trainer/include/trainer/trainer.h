@@ -84,8 +84,8 @@ class GraphTask final : public Task {
 
 /// What one epoch did.
 struct EpochRecord {
-  std::int64_t epoch = 0;  // 1-based
-  double loss = 0.0;       // mean training loss over the epoch's steps
+  std::int64_t epoch = 0;       // 1-based
+  double loss = 0.0;            // mean training loss over the epoch's steps
   double train_accuracy = 0.0;  // running accuracy of the epoch (training mode), or evaluate()'s
   std::map<std::string, double> accuracy;  // per split from evaluate()
   std::vector<Alignment> alignment;        // mean over the epoch's measurements per point
@@ -98,7 +98,7 @@ struct EpochRecord {
 
 struct TrainerOptions {
   std::int64_t epochs = 15;
-  std::uint64_t seed = 1;
+  std::uint64_t seed = 1;  // the run's seed, recorded in checkpoints (tasks and layers own theirs)
   /// Measure alignment every N steps (0 = never). The measurement costs one extra BP backward.
   std::int64_t align_every = 50;
   std::string checkpoint_dir;  // empty = no checkpoints; else written after every epoch
@@ -118,8 +118,7 @@ struct TrainerCallbacks {
 
 class Trainer {
  public:
-  Trainer(TrainerOptions options, Model& model, Task& task, Learner& learner,
-          Optimizer& optimizer);
+  Trainer(TrainerOptions options, Model& model, Task& task, Learner& learner, Optimizer& optimizer);
 
   /// Restores DIR/checkpoint.bin (parameters, optimiser state, counters, history). NOT_FOUND when
   /// absent, DATA_LOSS when corrupt, FAILED_PRECONDITION when it belongs to another setup.
