@@ -134,7 +134,38 @@ TEST_SUITE("trainer") {
     }
   }
 
-  TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
+  TEST_CASE("opu-train: --checkpoint then --resume ends where a straight run ends") {
+  test::TempDir dir("app_resume");
+  test::write_idx_folder(dir.str(), test::make_blobs(256, 16, 3, 1),
+                         test::make_blobs(48, 16, 3, 1), 4, 4, false);
+  Options o;
+  o.data = dir.str();
+  o.hidden = {12, 12};
+  o.batch = 32;
+  o.epochs = 3;
+  std::ostringstream out, err;
+  Result<nlohmann::json> straight = app::run_training(o, out, err, false);
+  REQUIRE(straight.ok());
+  o.checkpoint = dir / "ckpt";
+  o.epochs = 1;
+  REQUIRE(app::run_training(o, out, err, false).ok());
+  o.epochs = 3;
+  o.resume = true;
+  std::ostringstream resumed_out;
+  Result<nlohmann::json> resumed = app::run_training(o, resumed_out, err, false);
+  REQUIRE(resumed.ok());
+  CHECK(resumed_out.str().find("resuming after epoch 1") != std::string::npos);
+  CHECK((*resumed)["epochs"] == 3);
+  CHECK((*resumed)["final_loss"] == (*straight)["final_loss"]);  // bit for bit
+  CHECK((*resumed)["test_accuracy"] == (*straight)["test_accuracy"]);
+  // Another method cannot resume this checkpoint.
+  o.method = "bp";
+  std::ostringstream other;
+  const Result<nlohmann::json> refused = app::run_training(o, other, err, false);
+  CHECK(refused.status().code() == opu::StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
     test::TempDir dir("app_bad");
     test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
                            test::make_blobs(16, 16, 3, 1), 4, 4, false);
