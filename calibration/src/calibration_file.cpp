@@ -300,6 +300,10 @@ VerifySection read_verify(const Reader& r) {
   if (r.has("correlation_ceiling")) s.correlation_ceiling = r.number("correlation_ceiling", -1, 1);
   if (r.has("relative_error")) s.relative_error = r.number("relative_error", 0);
   if (r.has("conjugated_rows")) s.conjugated_rows = r.number("conjugated_rows", 0, 1);
+  if (r.has("truth_scale")) s.truth_scale = r.number("truth_scale", 0);
+  if (r.has("relative_error_rescaled")) {
+    s.relative_error_rescaled = r.number("relative_error_rescaled", 0);
+  }
   s.held_out = r.integer("held_out", 1);
   s.density = r.number("density", 0, 1);
   s.seed = r.unsigned_integer("seed");
@@ -314,6 +318,8 @@ json write_verify(const VerifySection& s) {
   if (s.correlation_ceiling) j["correlation_ceiling"] = *s.correlation_ceiling;
   if (s.relative_error) j["relative_error"] = *s.relative_error;
   if (s.conjugated_rows) j["conjugated_rows"] = *s.conjugated_rows;
+  if (s.truth_scale) j["truth_scale"] = *s.truth_scale;
+  if (s.relative_error_rescaled) j["relative_error_rescaled"] = *s.relative_error_rescaled;
   return j;
 }
 

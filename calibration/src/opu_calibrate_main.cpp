@@ -128,6 +128,8 @@ json verify_figures(const cal::VerifySection& v) {
   if (v.correlation_ceiling) j["correlation_ceiling"] = *v.correlation_ceiling;
   if (v.relative_error) j["relative_error"] = *v.relative_error;
   if (v.conjugated_rows) j["conjugated_rows"] = *v.conjugated_rows;
+  if (v.truth_scale) j["truth_scale"] = *v.truth_scale;
+  if (v.relative_error_rescaled) j["relative_error_rescaled"] = *v.relative_error_rescaled;
   return j;
 }
 
@@ -187,6 +189,9 @@ int main(int argc, char** argv) {
                      "random signals per shell (0 = 2 x shell size + 10)")
       ->capture_default_str();
   tm_cmd->add_option("--anchor-repeats", tm.anchor_repeats, "repeats of each anchor-pair frame")
+      ->capture_default_str();
+  tm_cmd->add_option("--random-frames", tm.random_frames,
+                     "random full-block frames for the refinement (-1 = n_in)")
       ->capture_default_str();
   tm_cmd->add_option("--exposure-us", tm.exposure_us,
                      "exposure (0 = auto: full-block frames at --fill of full scale)")

@@ -310,7 +310,8 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
   const auto n_pairs = static_cast<std::int64_t>(pairs.size());
   const std::int64_t anchor_frames = n_pairs * o.anchor_repeats;
   const std::int64_t total_signals = shells * signals;
-  const std::int64_t frames_total = anchor_frames + total_signals * (shells + 1);
+  const std::int64_t random_frames = o.random_frames >= 0 ? o.random_frames : n;
+  const std::int64_t frames_total = anchor_frames + total_signals * (shells + 1) + random_frames;
   BitMatrix design = BitMatrix::Zero(n, frames_total);
   for (std::int64_t rep = 0; rep < o.anchor_repeats; ++rep) {
     for (std::int64_t q = 0; q < n_pairs; ++q) {
@@ -343,6 +344,13 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
         }
       }
     }
+  }
+  // Random frames over the whole block, used only by the Gauss-Newton refinement. Every
+  // interferometric frame is a distance to one of K+1 anchor points; where a row's anchor points
+  // are nearly collinear, a signal and its mirror image across that line have the same distances,
+  // and no number of such frames tells them apart. Random inputs do (they are what a user sends).
+  if (random_frames > 0) {
+    design.rightCols(random_frames) = rng.bernoulli(n, random_frames, 0.5);
   }
   Result<Counts> taken = taker.take(on_mirrors(design), n_out, exposure, "tm: frames");
   if (!taken.ok()) return taken.status();

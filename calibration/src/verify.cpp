@@ -10,10 +10,11 @@ namespace opu::calibration {
 
 double aligned_relative_error(const Eigen::Ref<const Eigen::MatrixXcf>& estimate,
                               const Eigen::Ref<const Eigen::MatrixXcf>& truth,
-                              double* conjugated_fraction) {
+                              double* conjugated_fraction, double* best_scale) {
   OPU_CHECK(estimate.rows() == truth.rows() && estimate.cols() == truth.cols(),
             "aligned_relative_error: shapes differ");
   double error2 = 0.0;
+  double overlap = 0.0;
   std::int64_t conjugated = 0;
   for (std::int64_t i = 0; i < truth.rows(); ++i) {
     const Eigen::VectorXcd e = estimate.row(i).transpose().cast<std::complex<double>>();
@@ -23,12 +24,17 @@ double aligned_relative_error(const Eigen::Ref<const Eigen::MatrixXcf>& estimate
     const double direct = norms - 2.0 * std::abs(e.dot(t));
     const double flipped = norms - 2.0 * std::abs(e.conjugate().dot(t));
     if (flipped < direct) ++conjugated;
+    overlap += std::max(std::abs(e.dot(t)), std::abs(e.conjugate().dot(t)));
     error2 += std::max(std::min(direct, flipped), 0.0);
   }
   if (conjugated_fraction != nullptr) {
     *conjugated_fraction = truth.rows() > 0 ? static_cast<double>(conjugated) /
                                                   static_cast<double>(truth.rows())
                                             : 0.0;
+  }
+  if (best_scale != nullptr) {
+    const double estimate_norm2 = estimate.cast<std::complex<double>>().squaredNorm();
+    *best_scale = estimate_norm2 > 0 ? overlap / estimate_norm2 : 0.0;
   }
   const double scale = truth.cast<std::complex<double>>().squaredNorm();
   return scale > 0 ? std::sqrt(error2 / scale) : 0.0;
@@ -95,8 +101,12 @@ Result<VerifySection> verify_tm(sim::Device& device, const TmSection& tm,
     noiseless = noiseless.cwiseMin(static_cast<float>(full));
     section.correlation_ceiling = pearson(noiseless.cast<double>().reshaped().array(), measured_flat);
     double conjugated = 0.0;
-    section.relative_error = aligned_relative_error(tm.matrix, truth, &conjugated);
+    double best_scale = 0.0;
+    section.relative_error = aligned_relative_error(tm.matrix, truth, &conjugated, &best_scale);
     section.conjugated_rows = conjugated;
+    section.truth_scale = best_scale;
+    const Eigen::MatrixXcf rescaled = static_cast<float>(best_scale) * tm.matrix;
+    section.relative_error_rescaled = aligned_relative_error(rescaled, truth);
   }
   section.held_out = options.held_out;
   section.density = options.density;

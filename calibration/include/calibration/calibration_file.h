@@ -105,6 +105,8 @@ struct VerifySection {
   std::optional<double> correlation_ceiling;  // noiseless truth vs measured (simulator only)
   std::optional<double> relative_error;       // phase-aligned, against the true matrix (simulator)
   std::optional<double> conjugated_rows;      // fraction of rows recovered as conj(R)
+  std::optional<double> truth_scale;          // best global scale of the estimate vs the truth
+  std::optional<double> relative_error_rescaled;  // relative_error after that scale
   std::int64_t held_out = 0;           // held-out inputs
   double density = 0.0;
   std::uint64_t seed = 0;

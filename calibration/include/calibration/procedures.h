@@ -64,6 +64,7 @@ struct TmOptions {
   std::int64_t anchors = 4;          // K nested anchors = K shells of the block (>= 2)
   std::int64_t signals_per_shell = 0;  // 0 = 2 x shell size + 10
   std::int64_t anchor_repeats = 8;   // repeats of each anchor-pair frame
+  std::int64_t random_frames = -1;   // random full-block frames for the refinement (-1 = n_in)
   std::int64_t dark_frames = 16;
   double exposure_us = 0.0;          // 0 = auto: full-block frames at `fill` of full scale
   double fill = 0.25;                // mean count of a full-block frame, fraction of full scale
@@ -101,10 +102,11 @@ Result<VerifySection> verify_tm(sim::Device& device, const TmSection& tm,
 
 /// Phase- and conjugation-aligned relative error of `estimate` against `truth` (same shape):
 /// sqrt(Σ_rows min_{φ, conj} ||e^{iφ} r̂' - r||²) / ||truth||_F. Also returns the fraction of rows
-/// where the conjugate fitted better.
+/// where the conjugate fitted better, and the real scale s minimising the aligned error of
+/// s x estimate (intensities cannot tell a global scale error from a gain error).
 double aligned_relative_error(const Eigen::Ref<const Eigen::MatrixXcf>& estimate,
                               const Eigen::Ref<const Eigen::MatrixXcf>& truth,
-                              double* conjugated_fraction = nullptr);
+                              double* conjugated_fraction = nullptr, double* best_scale = nullptr);
 
 // --- drift ---------------------------------------------------------------------------------------
 
