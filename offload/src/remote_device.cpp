@@ -319,11 +319,12 @@ Result<std::unique_ptr<RemoteDevice>> RemoteDevice::connect(const RemoteOptions&
   // Each RemoteDevice gets its own connections: a restarted or drained server affects only the
   // clients that talk to it, and tests with several clients measure several connections.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  // Reconnect quickly after a server restart; gRPC's default first backoff is one second, longer
-  // than the retry policy would wait.
-  const int backoff_ms = clamp_to_int(options.retry.initial_backoff.count());
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, backoff_ms);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, backoff_ms);
+  // Reconnect quickly after a server restart: gRPC's default first backoff is one second, longer
+  // than the retry policy would wait. (Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: that one is also the
+  // connect timeout, and a short one fails connections to a busy server or through a slow TLS
+  // handshake.)
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              clamp_to_int(options.retry.initial_backoff.count()));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, clamp_to_int(options.retry.max_backoff.count()));
   // HTTP/2 flow control: the default 64 KiB window would stall every response above it for a
   // WINDOW_UPDATE round trip (a DFA projection batch is 128 KiB); bulk data wants a big window.

@@ -343,7 +343,14 @@ class OpuService final : public pb::OpuDevice::Service {
       } else {
         try {
           if (options_.on_request_start) options_.on_request_start();
-          status = body(log);
+          // A call whose client gave up (deadline passed, cancelled) while it waited for a thread
+          // is not worth device time.
+          if (context.IsCancelled()) {
+            status = {StatusCode::kCancelled,
+                      std::string(rpc) + ": cancelled or past its deadline before it started"};
+          } else {
+            status = body(log);
+          }
         } catch (const StatusError& e) {
           status = e.status().with_context(rpc);
         } catch (const std::bad_alloc&) {
