@@ -1,8 +1,5 @@
 #include "app.h"
 
-#include <spdlog/spdlog.h>
-
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -11,7 +8,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <variant>
 
 #include "device_factory.h"
 #include "opu_sim/threading.h"
