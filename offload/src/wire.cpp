@@ -1,5 +1,4 @@
 #include <charconv>
-#include <mutex>
 
 #include "internal.h"
 
