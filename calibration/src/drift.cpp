@@ -118,13 +118,12 @@ Result<DriftSection> measure_drift(sim::Device& device, const DriftOptions& opti
   }
 
   // Standardise each frame over pixels; then correlations are inner products.
-  auto standardise = [n_out](Eigen::MatrixXd& m) {
+  auto standardise = [](Eigen::MatrixXd& m) {
     for (std::int64_t s = 0; s < m.cols(); ++s) {
       m.col(s).array() -= m.col(s).mean();
       const double norm = m.col(s).norm();
       if (norm > 0) m.col(s) /= norm;
     }
-    (void)n_out;
   };
   standardise(first);
   standardise(second);
