@@ -132,7 +132,7 @@ struct RemoteDevice::Impl {
     const int attempts = std::max(1, options.retry.max_attempts);
     for (int k = 1;; ++k) {
       rpcs.fetch_add(1, std::memory_order_relaxed);
-      const Status status = attempt();
+      Status status = attempt();
       if (status.ok() || status.code() != StatusCode::kUnavailable) return status;
       if (k >= attempts) {
         return status.with_context(std::string(rpc) + " on " + description +
@@ -247,7 +247,7 @@ struct RemoteDevice::Impl {
         response = pb::TransformResponse();
       }
       writer.join();
-      const Status finished = from_grpc(call->Finish());
+      Status finished = from_grpc(call->Finish());
       if (!mismatch.ok()) return mismatch;
       if (!finished.ok()) return finished;
       if (responses.size() != messages.size()) {

@@ -440,7 +440,7 @@ struct Server::Impl {
 };
 
 Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> device,
-                                              ServerOptions options) {
+                                              const ServerOptions& options) {
   if (!device) return invalid_argument("Server: no device to serve");
   if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
     return invalid_argument("Server: TLS needs both a certificate and its key, got only the " +
@@ -509,7 +509,7 @@ Server::~Server() {
 const std::string& Server::address() const { return impl_->address; }
 int Server::port() const { return impl_->port; }
 
-Result<std::unique_ptr<RemoteDevice>> Server::connect_in_process(RemoteOptions options) {
+Result<std::unique_ptr<RemoteDevice>> Server::connect_in_process(const RemoteOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(clamp_to_int(options.max_message_bytes));
   args.SetMaxSendMessageSize(clamp_to_int(options.max_message_bytes));

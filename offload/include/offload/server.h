@@ -65,7 +65,7 @@ class Server {
   /// Starts serving `device`. UNAVAILABLE when the address cannot be bound, INVALID_ARGUMENT for
   /// inconsistent options (a certificate without its key, ...).
   static Result<std::unique_ptr<Server>> start(std::shared_ptr<sim::Device> device,
-                                               ServerOptions options);
+                                               const ServerOptions& options);
   /// Shuts down (no grace) when still running.
   ~Server();
   Server(const Server&) = delete;
@@ -77,7 +77,7 @@ class Server {
 
   /// A client over an in-process channel (no sockets): the same service, stubs and codecs.
   /// `options.addresses` and TLS settings are ignored; the token is sent when set.
-  Result<std::unique_ptr<RemoteDevice>> connect_in_process(RemoteOptions options = {});
+  Result<std::unique_ptr<RemoteDevice>> connect_in_process(const RemoteOptions& options = {});
 
   /// Graceful shutdown: health turns NOT_SERVING, new calls are refused with UNAVAILABLE (which
   /// clients retry), calls in flight get up to `grace` to finish and are cancelled after it; then
