@@ -194,7 +194,8 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    exit_code = cli.exit(e);
+    // --help exits 0; every malformed command line exits 2 (CLI11 has printed why).
+    exit_code = cli.exit(e) == 0 ? 0 : 2;
     if (exit_code != 0) return invalid_argument(e.what());
     return options;
   }
