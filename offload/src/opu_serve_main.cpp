@@ -60,7 +60,7 @@ int fail(int code, const std::string& message) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int run(int argc, char** argv) {
   if (pipe(g_signal_pipe) != 0) return fail(1, "cannot create the signal pipe");
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
@@ -195,4 +195,13 @@ int main(int argc, char** argv) {
   signal_thread.join();
   log->info("final summary: {}", (*server)->stats().summary());
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {  // a bug or out of memory: say so instead of aborting
+    std::cerr << "opu-serve: fatal: " << e.what() << "\n";
+    return 1;
+  }
 }
