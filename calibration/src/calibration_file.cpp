@@ -35,8 +35,8 @@ class Reader {
 
   [[noreturn]] void fail(const std::string& key, const std::string& got,
                          const std::string& want) const {
-    throw FieldError{invalid_argument(source_ + ": " + name(key) + ": got " + got + ", want " +
-                                      want)};
+    throw FieldError{
+        invalid_argument(source_ + ": " + name(key) + ": got " + got + ", want " + want)};
   }
   std::string name(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
@@ -69,7 +69,8 @@ class Reader {
   }
   std::uint64_t unsigned_integer(const std::string& key) const {
     const json& value = get(key, "an unsigned integer");
-    if (!value.is_number_unsigned() && !(value.is_number_integer() && value.get<std::int64_t>() >= 0)) {
+    if (!value.is_number_unsigned() &&
+        !(value.is_number_integer() && value.get<std::int64_t>() >= 0)) {
       fail(key, show(value), "an unsigned integer");
     }
     return value.get<std::uint64_t>();
@@ -96,8 +97,8 @@ class Reader {
   }
   std::vector<std::int64_t> integers(const std::string& key, std::int64_t low,
                                      std::int64_t high) const {
-    const std::string want = "an array of integers in [" + std::to_string(low) + ", " +
-                             std::to_string(high) + "]";
+    const std::string want =
+        "an array of integers in [" + std::to_string(low) + ", " + std::to_string(high) + "]";
     const json& value = get(key, want);
     if (!value.is_array()) fail(key, show(value), want);
     std::vector<std::int64_t> out;
@@ -274,24 +275,25 @@ json write_tm(const TmSection& s) {
       im[k] = s.matrix(i, j).imag();
     }
   }
-  return {{"n_in", s.n_in},
-          {"n_out", s.n_out},
-          {"column_offset", s.column_offset},
-          {"exposure_us", s.exposure_us},
-          {"units", "sqrt(counts above dark at exposure_us); up to a per-row phase and conjugation"},
-          {"matrix_layout", "row-major n_out x n_in, re then im"},
-          {"matrix_re", encode_floats(re.data(), re.size())},
-          {"matrix_im", encode_floats(im.data(), im.size())},
-          {"dark_counts", encode_floats(s.dark_counts.data(), static_cast<std::size_t>(s.n_out))},
-          {"anchors", s.anchors},
-          {"signals_per_shell", s.signals_per_shell},
-          {"gn_iterations", s.gn_iterations},
-          {"init_correlation", s.init_correlation},
-          {"fit_correlation", s.fit_correlation},
-          {"seed", s.seed},
-          {"frames", s.frames},
-          {"device_time_s", s.device_time_s},
-          {"wall_time_s", s.wall_time_s}};
+  return {
+      {"n_in", s.n_in},
+      {"n_out", s.n_out},
+      {"column_offset", s.column_offset},
+      {"exposure_us", s.exposure_us},
+      {"units", "sqrt(counts above dark at exposure_us); up to a per-row phase and conjugation"},
+      {"matrix_layout", "row-major n_out x n_in, re then im"},
+      {"matrix_re", encode_floats(re.data(), re.size())},
+      {"matrix_im", encode_floats(im.data(), im.size())},
+      {"dark_counts", encode_floats(s.dark_counts.data(), static_cast<std::size_t>(s.n_out))},
+      {"anchors", s.anchors},
+      {"signals_per_shell", s.signals_per_shell},
+      {"gn_iterations", s.gn_iterations},
+      {"init_correlation", s.init_correlation},
+      {"fit_correlation", s.fit_correlation},
+      {"seed", s.seed},
+      {"frames", s.frames},
+      {"device_time_s", s.device_time_s},
+      {"wall_time_s", s.wall_time_s}};
 }
 
 VerifySection read_verify(const Reader& r) {
@@ -313,8 +315,9 @@ VerifySection read_verify(const Reader& r) {
 }
 
 json write_verify(const VerifySection& s) {
-  json j = {{"correlation", s.correlation}, {"held_out", s.held_out}, {"density", s.density},
-            {"seed", s.seed},               {"frames", s.frames},     {"device_time_s", s.device_time_s}};
+  json j = {{"correlation", s.correlation}, {"held_out", s.held_out},
+            {"density", s.density},         {"seed", s.seed},
+            {"frames", s.frames},           {"device_time_s", s.device_time_s}};
   if (s.correlation_ceiling) j["correlation_ceiling"] = *s.correlation_ceiling;
   if (s.relative_error) j["relative_error"] = *s.relative_error;
   if (s.conjugated_rows) j["conjugated_rows"] = *s.conjugated_rows;
@@ -364,7 +367,8 @@ std::string encode_floats(const float* values, std::size_t count) {
   for (std::size_t i = 0; i < count; ++i) {
     std::uint32_t bits = 0;
     std::memcpy(&bits, &values[i], 4);
-    for (int b = 0; b < 4; ++b) bytes[4 * i + static_cast<std::size_t>(b)] = (bits >> (8 * b)) & 0xFFU;
+    for (int b = 0; b < 4; ++b)
+      bytes[4 * i + static_cast<std::size_t>(b)] = (bits >> (8 * b)) & 0xFFU;
   }
   std::string out;
   out.reserve((bytes.size() + 2) / 3 * 4);
@@ -423,7 +427,8 @@ Result<std::vector<float>> decode_floats(std::string_view text, std::string_view
   std::vector<float> values(bytes.size() / 4);
   for (std::size_t i = 0; i < values.size(); ++i) {
     std::uint32_t bits = 0;
-    for (int b = 0; b < 4; ++b) bits |= std::uint32_t{bytes[4 * i + static_cast<std::size_t>(b)]} << (8 * b);
+    for (int b = 0; b < 4; ++b)
+      bits |= std::uint32_t{bytes[4 * i + static_cast<std::size_t>(b)]} << (8 * b);
     std::memcpy(&values[i], &bits, 4);
   }
   return values;
@@ -439,8 +444,8 @@ Result<CalibrationFile> parse_calibration(std::string_view text, std::string_vie
   }
   try {
     if (!document.is_object()) {
-      throw FieldError{invalid_argument(source + ": got " + show(document) +
-                                        ", want a JSON object")};
+      throw FieldError{
+          invalid_argument(source + ": got " + show(document) + ", want a JSON object")};
     }
     const Reader root(document, "", source);
     const std::string format = root.string("format");
@@ -449,10 +454,9 @@ Result<CalibrationFile> parse_calibration(std::string_view text, std::string_vie
     }
     const std::int64_t version = root.integer("version", 1);
     if (version > kCalibrationVersion) {
-      return failed_precondition(source + ": version " + std::to_string(version) +
-                                 " is newer than this build reads (" +
-                                 std::to_string(kCalibrationVersion) +
-                                 "); update opu-calibrate or recalibrate");
+      return failed_precondition(
+          source + ": version " + std::to_string(version) + " is newer than this build reads (" +
+          std::to_string(kCalibrationVersion) + "); update opu-calibrate or recalibrate");
     }
     CalibrationFile file;
     file.version = static_cast<int>(version);
@@ -517,8 +521,9 @@ Result<CalibrationFile> load_or_new(const std::string& path) {
   if (!std::filesystem::exists(path, error)) return CalibrationFile{};
   Result<CalibrationFile> file = load_calibration(path);
   if (!file.ok()) {
-    return file.status().with_context("refusing to update an unreadable calibration file "
-                                      "(move it away to start a new one)");
+    return file.status().with_context(
+        "refusing to update an unreadable calibration file "
+        "(move it away to start a new one)");
   }
   return file;
 }

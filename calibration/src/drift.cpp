@@ -77,10 +77,11 @@ Result<DriftSection> measure_drift(sim::Device& device, const DriftOptions& opti
     return invalid_argument("drift: n_out is " + std::to_string(n_out) +
                             ", want >= 16 pixels for a speckle correlation");
   }
-  const auto samples = static_cast<std::int64_t>(std::floor(options.duration_s / options.interval_s)) + 1;
+  const auto samples =
+      static_cast<std::int64_t>(std::floor(options.duration_s / options.interval_s)) + 1;
 
-  Result<Counts> dark = taker.take(BitMatrix::Zero(n_in, 8), n_out, options.exposure_us,
-                                   "drift: dark frames");
+  Result<Counts> dark =
+      taker.take(BitMatrix::Zero(n_in, 8), n_out, options.exposure_us, "drift: dark frames");
   if (!dark.ok()) return dark.status();
   const Eigen::VectorXf dark_level = dark->values.rowwise().mean();
   PatternRng rng(options.seed);
@@ -99,7 +100,8 @@ Result<DriftSection> measure_drift(sim::Device& device, const DriftOptions& opti
       const std::int64_t target = start_ns + s * interval_ns;
       const std::int64_t gap = target - taker.clock_ns();
       if (gap > 0) {
-        const auto filler = static_cast<std::int64_t>(std::ceil(static_cast<double>(gap) / frame_ns));
+        const auto filler =
+            static_cast<std::int64_t>(std::ceil(static_cast<double>(gap) / frame_ns));
         Result<Counts> idle =
             taker.take(BitMatrix::Zero(n_in, filler), 1, options.exposure_us, "drift: waiting");
         if (!idle.ok()) return idle.status();
@@ -160,10 +162,11 @@ Result<DriftSection> measure_drift(sim::Device& device, const DriftOptions& opti
   section.frames = taker.frames();
   section.device_time_s = taker.device_time_s();
   if (section.decorrelation_time_s == 0.0) {
-    detail::logger()->warn("drift: the correlation stayed above 1/2 over {} s of device time "
-                           "(lowest {:.3f}); the decorrelation time is longer than that",
-                           options.duration_s,
-                           *std::min_element(section.correlation.begin(), section.correlation.end()));
+    detail::logger()->warn(
+        "drift: the correlation stayed above 1/2 over {} s of device time "
+        "(lowest {:.3f}); the decorrelation time is longer than that",
+        options.duration_s,
+        *std::min_element(section.correlation.begin(), section.correlation.end()));
   }
   return section;
 }

@@ -19,9 +19,9 @@ double percentile_of(const Counts& counts, const Eigen::VectorXd& dark, double p
                                               : counts.values(p, b) - dark(p));
     }
   }
-  const auto k = static_cast<std::size_t>(
-      std::clamp(percentile / 100.0 * static_cast<double>(values.size()), 0.0,
-                 static_cast<double>(values.size() - 1)));
+  const auto k =
+      static_cast<std::size_t>(std::clamp(percentile / 100.0 * static_cast<double>(values.size()),
+                                          0.0, static_cast<double>(values.size() - 1)));
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
   return values[k];
 }
@@ -58,8 +58,8 @@ Result<ExposureSection> find_exposure(sim::Device& device, const ExposureOptions
   const double max_exposure = info.max_exposure_us > 0 ? info.max_exposure_us : 1e9;
   double exposure = info.exposure_us > 0 ? info.exposure_us : 1000.0;
 
-  Result<Counts> dark_frames = taker.take(BitMatrix::Zero(n_in, 8), n_out, exposure,
-                                          "exposure: dark frames");
+  Result<Counts> dark_frames =
+      taker.take(BitMatrix::Zero(n_in, 8), n_out, exposure, "exposure: dark frames");
   if (!dark_frames.ok()) return dark_frames.status();
   const Eigen::VectorXd dark = dark_frames->values.cast<double>().rowwise().mean();
   const double dark_level = dark.mean();
@@ -82,8 +82,8 @@ Result<ExposureSection> find_exposure(sim::Device& device, const ExposureOptions
       next = exposure * want / value;  // counts above dark are linear in the exposure
     }
     next = std::clamp(next, 1e-3, max_exposure);
-    detail::logger()->debug("exposure: {:.1f} us -> p{} = {:.1f} counts, next {:.1f} us",
-                            exposure, options.percentile, value, next);
+    detail::logger()->debug("exposure: {:.1f} us -> p{} = {:.1f} counts, next {:.1f} us", exposure,
+                            options.percentile, value, next);
     if (!std::isinf(value) && std::abs(next / exposure - 1.0) < 0.02) {
       converged = true;
       break;
@@ -100,11 +100,10 @@ Result<ExposureSection> find_exposure(sim::Device& device, const ExposureOptions
   const double saturated_fraction =
       static_cast<double>(last->saturated.count()) / static_cast<double>(last->saturated.size());
   if (std::isinf(value)) {
-    return failed_precondition(
-        "exposure: even at " + std::to_string(exposure) + " us the " +
-        std::to_string(options.percentile) + "th percentile is saturated (" +
-        std::to_string(100.0 * saturated_fraction) +
-        "% of readings clipped); lower the density or the percentile");
+    return failed_precondition("exposure: even at " + std::to_string(exposure) + " us the " +
+                               std::to_string(options.percentile) + "th percentile is saturated (" +
+                               std::to_string(100.0 * saturated_fraction) +
+                               "% of readings clipped); lower the density or the percentile");
   }
   if (value <= 0.5) {
     return failed_precondition("exposure: at the longest exposure " + std::to_string(exposure) +
@@ -124,8 +123,7 @@ Result<ExposureSection> find_exposure(sim::Device& device, const ExposureOptions
   section.dark_level_counts = dark_level;
   // Pixels too dark to carry signal (dead, or outside the speckle) and pixels that are always
   // clipped (hot): a consumer ignores them.
-  const Eigen::VectorXd mean_signal =
-      last->values.cast<double>().rowwise().mean() - dark;
+  const Eigen::VectorXd mean_signal = last->values.cast<double>().rowwise().mean() - dark;
   std::vector<double> sorted(mean_signal.data(), mean_signal.data() + mean_signal.size());
   std::nth_element(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(sorted.size() / 2),
                    sorted.end());

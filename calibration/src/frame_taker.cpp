@@ -44,9 +44,8 @@ Result<Counts> FrameTaker::take(const Eigen::Ref<const BitMatrix>& bits, std::in
     request.exposure_us = exposure_us;
     Result<sim::Frames> frames = device_.transform(request);
     if (!frames.ok()) {
-      return frames.status().with_context(std::string(stage) + ": frames " +
-                                          std::to_string(start) + ".." +
-                                          std::to_string(start + count));
+      return frames.status().with_context(std::string(stage) + ": frames " + std::to_string(start) +
+                                          ".." + std::to_string(start + count));
     }
     if (frames->n_out != n_out || frames->batch != count) {
       return internal_error(std::string(stage) + ": device returned " +
@@ -67,7 +66,8 @@ Result<Counts> FrameTaker::take(const Eigen::Ref<const BitMatrix>& bits, std::in
   return counts;
 }
 
-double pearson(const Eigen::Ref<const Eigen::ArrayXd>& a, const Eigen::Ref<const Eigen::ArrayXd>& b) {
+double pearson(const Eigen::Ref<const Eigen::ArrayXd>& a,
+               const Eigen::Ref<const Eigen::ArrayXd>& b) {
   OPU_CHECK(a.size() == b.size() && a.size() > 1, "pearson: sizes differ or below 2");
   const Eigen::ArrayXd da = a - a.mean();
   const Eigen::ArrayXd db = b - b.mean();

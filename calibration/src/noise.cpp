@@ -14,9 +14,9 @@ std::shared_ptr<spdlog::logger> logger() {
     std::shared_ptr<spdlog::logger> existing = spdlog::get("calibration");
     if (existing) return existing;
     // Shares the default logger's sinks (the executable's choice) under our own name.
-    auto created = std::make_shared<spdlog::logger>("calibration",
-                                                    spdlog::default_logger()->sinks().begin(),
-                                                    spdlog::default_logger()->sinks().end());
+    auto created =
+        std::make_shared<spdlog::logger>("calibration", spdlog::default_logger()->sinks().begin(),
+                                         spdlog::default_logger()->sinks().end());
     created->set_level(spdlog::default_logger()->level());
     spdlog::register_logger(created);
     return created;
@@ -24,8 +24,7 @@ std::shared_ptr<spdlog::logger> logger() {
   return kLogger;
 }
 
-std::int64_t pixels_or(std::int64_t requested, const sim::DeviceInfo& info,
-                       std::int64_t fallback) {
+std::int64_t pixels_or(std::int64_t requested, const sim::DeviceInfo& info, std::int64_t fallback) {
   return requested > 0 ? requested : std::min(info.max_n_out, fallback);
 }
 
@@ -85,10 +84,9 @@ bool fit_quantised_gaussian(const std::vector<std::int64_t>& histogram, Quantise
       gradient[i] = (fu - fd) / (2 * kH);
       hessian[i][i] = (fu - 2 * f0 + fd) / (kH * kH);
     }
-    hessian[0][1] = hessian[1][0] =
-        (f(p[0] + kH, p[1] + kH) - f(p[0] + kH, p[1] - kH) - f(p[0] - kH, p[1] + kH) +
-         f(p[0] - kH, p[1] - kH)) /
-        (4 * kH * kH);
+    hessian[0][1] = hessian[1][0] = (f(p[0] + kH, p[1] + kH) - f(p[0] + kH, p[1] - kH) -
+                                     f(p[0] - kH, p[1] + kH) + f(p[0] - kH, p[1] - kH)) /
+                                    (4 * kH * kH);
     const double det = hessian[0][0] * hessian[1][1] - hessian[0][1] * hessian[1][0];
     double step[2];
     if (det > 0 && hessian[0][0] > 0) {
@@ -214,8 +212,8 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
   const double dark_level = dark_pixel.mean();
   double dark_spread = 0.0;
   if (n_out > 1) {
-    dark_spread =
-        std::sqrt((dark_pixel.array() - dark_level).square().sum() / static_cast<double>(n_out - 1));
+    dark_spread = std::sqrt((dark_pixel.array() - dark_level).square().sum() /
+                            static_cast<double>(n_out - 1));
   }
   detail::QuantisedGaussianFit read_fit;
   const bool read_fitted = detail::fit_quantised_gaussian(histogram, read_fit);
@@ -234,8 +232,8 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
   for (const double exposure : exposures) {
     const BitMatrix pattern = rng.bernoulli(n_in, 1, options.density);
     const BitMatrix frames = pattern.replicate(1, options.repeats);
-    Result<Counts> counts = taker.take(frames, n_out, exposure,
-                                       "noise: exposure " + std::to_string(exposure) + " us");
+    Result<Counts> counts =
+        taker.take(frames, n_out, exposure, "noise: exposure " + std::to_string(exposure) + " us");
     if (!counts.ok()) return counts.status();
     max_reading = std::max<double>(max_reading, counts->values.maxCoeff());
     for (std::int64_t p = 0; p < n_out; ++p) {
@@ -267,20 +265,22 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
     for (std::size_t i = 0; i < signal.size(); ++i) {
       if (signal[i] < min_signal) continue;
       // Var(variance estimate) ∝ variance²: weight by the model's variance (or the first guess).
-      const double model = pass == 0 ? signal[i] + 1.0 : std::max(line.a + line.b * signal[i], 1e-6);
+      const double model =
+          pass == 0 ? signal[i] + 1.0 : std::max(line.a + line.b * signal[i], 1e-6);
       x.push_back(signal[i]);
       y.push_back(variance[i]);
       w.push_back(1.0 / (model * model));
     }
     used = static_cast<std::int64_t>(x.size());
     if (used < kMinPtcPoints) {
-      return failed_precondition(
-          "noise: only " + std::to_string(used) + " (pixel, exposure) points are bright and "
-          "unsaturated enough for the photon-transfer fit, want >= " +
-          std::to_string(kMinPtcPoints) + " (" + std::to_string(saturated_pixels) +
-          " saturated); choose exposures that keep counts between ~" +
-          std::to_string(static_cast<int>(min_signal)) + " and " +
-          std::to_string(static_cast<int>(0.8 * full)) + " above dark");
+      return failed_precondition("noise: only " + std::to_string(used) +
+                                 " (pixel, exposure) points are bright and "
+                                 "unsaturated enough for the photon-transfer fit, want >= " +
+                                 std::to_string(kMinPtcPoints) + " (" +
+                                 std::to_string(saturated_pixels) +
+                                 " saturated); choose exposures that keep counts between ~" +
+                                 std::to_string(static_cast<int>(min_signal)) + " and " +
+                                 std::to_string(static_cast<int>(0.8 * full)) + " above dark");
     }
     line = detail::fit_line(x, y, w);
     if (!(line.b > 0)) {
@@ -296,10 +296,10 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
   section.gain_stderr = std::sqrt(line.var_b) / (line.b * line.b);
   section.read_noise_counts = read_fitted ? read_fit.sigma : 0.0;
   section.read_noise_e = section.read_noise_counts * section.gain_e_per_count;
-  section.read_noise_stderr =
-      read_fitted ? std::hypot(read_fit.sigma_stderr * section.gain_e_per_count,
-                               read_fit.sigma * section.gain_stderr)
-                  : 0.0;
+  section.read_noise_stderr = read_fitted
+                                  ? std::hypot(read_fit.sigma_stderr * section.gain_e_per_count,
+                                               read_fit.sigma * section.gain_stderr)
+                                  : 0.0;
   section.read_noise_ptc_e = std::sqrt(std::max(line.a, 0.0)) * section.gain_e_per_count;
   section.dark_level_counts = read_fitted ? read_fit.mean : dark_level;
   section.dark_level_stderr =
@@ -307,16 +307,18 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
                   : dark_spread / std::sqrt(static_cast<double>(std::max<std::int64_t>(n_out, 1)));
   section.dark_spread_counts = dark_spread;
   section.saturation_counts = full;  // the ADC clips there; max_reading says if it was reached
-  section.saturation_e = (section.saturation_counts - section.dark_level_counts) *
-                         section.gain_e_per_count;
+  section.saturation_e =
+      (section.saturation_counts - section.dark_level_counts) * section.gain_e_per_count;
   section.exposures_us = exposures;
   section.points_used = used;
   section.fit_reduced_chi2 = line.reduced_chi2;
   section.frames = taker.frames();
   section.device_time_s = taker.device_time_s();
   if (max_reading < full) {
-    detail::logger()->info("noise: no reading reached full scale {} (max {}); saturation level "
-                           "is the ADC's range", full, max_reading);
+    detail::logger()->info(
+        "noise: no reading reached full scale {} (max {}); saturation level "
+        "is the ADC's range",
+        full, max_reading);
   }
   return section;
 }

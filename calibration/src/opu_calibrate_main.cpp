@@ -36,12 +36,12 @@ struct Common {
 };
 
 void add_common(CLI::App& command, Common& common, bool file_required = false) {
-  command.add_option("--device", common.device_uri,
-                     "device URI: sim://?seed=7&n_in=100&..., grpc://host:port, grpcs://...")
+  command
+      .add_option("--device", common.device_uri,
+                  "device URI: sim://?seed=7&n_in=100&..., grpc://host:port, grpcs://...")
       ->required();
-  CLI::Option* out = command.add_option(
-      "--out,--calibration", common.file,
-      "calibration file to update (its other sections are kept)");
+  CLI::Option* out = command.add_option("--out,--calibration", common.file,
+                                        "calibration file to update (its other sections are kept)");
   if (file_required) out->required();
   command.add_option("--log-level", common.log_level, "trace, debug, info, warn, error, off")
       ->capture_default_str();
@@ -111,7 +111,8 @@ opu::Result<Session> open_session(const Common& common) {
   session.file = std::move(*file);
   opu::Result<std::unique_ptr<opu::sim::Device>> device =
       opu::offload::open_device(common.device_uri);
-  if (!device.ok()) return device.status().with_context("opening device '" + common.device_uri + "'");
+  if (!device.ok())
+    return device.status().with_context("opening device '" + common.device_uri + "'");
   session.device = std::move(*device);
   const opu::sim::DeviceInfo info = session.device->info();
   if (session.file.device && session.file.device->model != info.model) {
@@ -123,8 +124,7 @@ opu::Result<Session> open_session(const Common& common) {
 }
 
 json verify_figures(const cal::VerifySection& v) {
-  json j = {{"correlation", v.correlation}, {"held_out", v.held_out},
-            {"verify_frames", v.frames}};
+  json j = {{"correlation", v.correlation}, {"held_out", v.held_out}, {"verify_frames", v.frames}};
   if (v.correlation_ceiling) j["correlation_ceiling"] = *v.correlation_ceiling;
   if (v.relative_error) j["relative_error"] = *v.relative_error;
   if (v.conjugated_rows) j["conjugated_rows"] = *v.conjugated_rows;
@@ -136,8 +136,9 @@ json verify_figures(const cal::VerifySection& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"opu-calibrate: characterise an OPU (noise, exposure, transmission matrix, drift) "
-               "through any device URI; results go to one versioned JSON calibration file"};
+  CLI::App app{
+      "opu-calibrate: characterise an OPU (noise, exposure, transmission matrix, drift) "
+      "through any device URI; results go to one versioned JSON calibration file"};
   app.require_subcommand(1);
 
   Common common;
@@ -149,9 +150,11 @@ int main(int argc, char** argv) {
                         "exposures of the curve (default: device default x 1/4..8)");
   noise_cmd->add_option("--repeats", noise.repeats, "frames per pattern and exposure")
       ->capture_default_str();
-  noise_cmd->add_option("--dark-frames", noise.dark_frames, "all-off frames")->capture_default_str();
+  noise_cmd->add_option("--dark-frames", noise.dark_frames, "all-off frames")
+      ->capture_default_str();
   noise_cmd->add_option("--n-out", noise.n_out, "pixels (0 = up to 4096)")->capture_default_str();
-  noise_cmd->add_option("--density", noise.density, "fraction of mirrors on")->capture_default_str();
+  noise_cmd->add_option("--density", noise.density, "fraction of mirrors on")
+      ->capture_default_str();
   noise_cmd->add_option("--seed", noise.seed, "pattern seed")->capture_default_str();
 
   cal::ExposureOptions exposure;
@@ -160,12 +163,14 @@ int main(int argc, char** argv) {
   add_common(*exposure_cmd, common);
   exposure_cmd->add_option("--percentile", exposure.percentile, "percentile of signal counts")
       ->capture_default_str();
-  exposure_cmd->add_option("--target", exposure.target_fraction,
-                           "wanted value of that percentile, fraction of full scale")
+  exposure_cmd
+      ->add_option("--target", exposure.target_fraction,
+                   "wanted value of that percentile, fraction of full scale")
       ->capture_default_str();
   exposure_cmd->add_option("--density", exposure.density, "fraction of mirrors on")
       ->capture_default_str();
-  exposure_cmd->add_option("--n-in", exposure.n_in, "mirrors used (0 = all)")->capture_default_str();
+  exposure_cmd->add_option("--n-in", exposure.n_in, "mirrors used (0 = all)")
+      ->capture_default_str();
   exposure_cmd->add_option("--n-out", exposure.n_out, "pixels (0 = up to 4096)")
       ->capture_default_str();
   exposure_cmd->add_option("--probe-frames", exposure.probe_frames, "frames per probe")
@@ -176,8 +181,9 @@ int main(int argc, char** argv) {
   std::int64_t tm_held_out = 200;
   bool tm_ignore_noise = false;
   CLI::App* tm_cmd = app.add_subcommand(
-      "tm", "recover the transmission matrix of a block from intensities (numerical "
-            "interferometry + weighted Gauss-Newton), then check it on held-out inputs");
+      "tm",
+      "recover the transmission matrix of a block from intensities (numerical "
+      "interferometry + weighted Gauss-Newton), then check it on held-out inputs");
   add_common(*tm_cmd, common);
   tm_cmd->add_option("--n-in", tm.n_in, "columns (mirrors) of the block")->capture_default_str();
   tm_cmd->add_option("--n-out", tm.n_out, "rows (first pixels)")->capture_default_str();
@@ -185,19 +191,24 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   tm_cmd->add_option("--anchors", tm.anchors, "nested anchors (= shells of the block)")
       ->capture_default_str();
-  tm_cmd->add_option("--signals-per-shell", tm.signals_per_shell,
-                     "random signals per shell (0 = 2 x shell size + 10)")
+  tm_cmd
+      ->add_option("--signals-per-shell", tm.signals_per_shell,
+                   "random signals per shell (0 = 2 x shell size + 10)")
       ->capture_default_str();
   tm_cmd->add_option("--anchor-repeats", tm.anchor_repeats, "repeats of each anchor-pair frame")
       ->capture_default_str();
-  tm_cmd->add_option("--random-frames", tm.random_frames,
-                     "random full-block frames for the refinement (-1 = n_in)")
+  tm_cmd
+      ->add_option("--random-frames", tm.random_frames,
+                   "random full-block frames for the refinement (-1 = n_in)")
       ->capture_default_str();
-  tm_cmd->add_option("--exposure-us", tm.exposure_us,
-                     "exposure (0 = auto: full-block frames at --fill of full scale)")
+  tm_cmd
+      ->add_option("--exposure-us", tm.exposure_us,
+                   "exposure (0 = auto: full-block frames at --fill of full scale)")
       ->capture_default_str();
-  tm_cmd->add_option("--fill", tm.fill, "auto exposure: mean of a full-block frame, fraction of "
-                                        "full scale")
+  tm_cmd
+      ->add_option("--fill", tm.fill,
+                   "auto exposure: mean of a full-block frame, fraction of "
+                   "full scale")
       ->capture_default_str();
   tm_cmd->add_option("--gn-iterations", tm.gn_iterations, "Gauss-Newton passes (0 = none)")
       ->capture_default_str();
@@ -212,8 +223,9 @@ int main(int argc, char** argv) {
 
   cal::VerifyOptions verify;
   CLI::App* verify_cmd = app.add_subcommand(
-      "verify", "predict held-out intensities from the recovered matrix and correlate them with "
-                "measured frames (and, on sim://, compare with the true matrix)");
+      "verify",
+      "predict held-out intensities from the recovered matrix and correlate them with "
+      "measured frames (and, on sim://, compare with the true matrix)");
   add_common(*verify_cmd, common, /*file_required=*/true);
   verify_cmd->add_option("--held-out", verify.held_out, "held-out random inputs")
       ->capture_default_str();
@@ -223,15 +235,17 @@ int main(int argc, char** argv) {
 
   cal::DriftOptions drift;
   CLI::App* drift_cmd = app.add_subcommand(
-      "drift", "reference frames over device time: correlation curve, decorrelation time, when "
-               "to recalibrate");
+      "drift",
+      "reference frames over device time: correlation curve, decorrelation time, when "
+      "to recalibrate");
   add_common(*drift_cmd, common);
   drift_cmd->add_option("--interval-s", drift.interval_s, "device time between samples")
       ->capture_default_str();
   drift_cmd->add_option("--duration-s", drift.duration_s, "device time spanned")
       ->capture_default_str();
-  drift_cmd->add_option("--threshold", drift.threshold,
-                        "recommend recalibration before the correlation falls below this")
+  drift_cmd
+      ->add_option("--threshold", drift.threshold,
+                   "recommend recalibration before the correlation falls below this")
       ->capture_default_str();
   drift_cmd->add_option("--n-out", drift.n_out, "pixels (0 = up to 1024)")->capture_default_str();
   drift_cmd->add_option("--exposure-us", drift.exposure_us, "exposure (0 = device default)")

@@ -57,7 +57,8 @@ class GaussNewton {
       : u_(design), y_(measured), usable_(usable), model_(model), n_(measured.cols()) {}
 
   /// Runs `passes` passes of at most `cg_steps` CG steps each on v (N x 2 n_out), in place.
-  void run(Eigen::MatrixXf& v, std::int64_t passes, std::int64_t cg_steps, const Progress& progress) {
+  void run(Eigen::MatrixXf& v, std::int64_t passes, std::int64_t cg_steps,
+           const Progress& progress) {
     Eigen::ArrayXd lambda = Eigen::ArrayXd::Constant(n_, -1.0);
     for (std::int64_t pass = 0; pass < passes; ++pass) {
       Eigen::MatrixXf fields = u_ * v;  // F x 2n: [Re E | Im E]
@@ -93,7 +94,8 @@ class GaussNewton {
       auto apply = [&](const Eigen::MatrixXf& d) {
         Eigen::MatrixXf ud(u_.rows(), 2 * n_);
         ud.noalias() = u_ * d;
-        const Eigen::ArrayXXf jd = 2.0F * (er * ud.leftCols(n_).array() + ei * ud.rightCols(n_).array());
+        const Eigen::ArrayXXf jd =
+            2.0F * (er * ud.leftCols(n_).array() + ei * ud.rightCols(n_).array());
         Eigen::MatrixXf s(u_.rows(), 2 * n_);
         s.leftCols(n_) = (2.0F * weights * jd * er).matrix();
         s.rightCols(n_) = (2.0F * weights * jd * ei).matrix();
@@ -154,9 +156,10 @@ class GaussNewton {
           lambda(p) *= 4.0;
         }
       }
-      detail::logger()->debug("tm: Gauss-Newton pass {}: objective {:.4g} -> {:.4g}, {} of {} rows "
-                              "accepted", pass + 1, objective.sum(), objective_next.sum(),
-                              accepted, n_);
+      detail::logger()->debug(
+          "tm: Gauss-Newton pass {}: objective {:.4g} -> {:.4g}, {} of {} rows "
+          "accepted",
+          pass + 1, objective.sum(), objective_next.sum(), accepted, n_);
       if (progress) progress("tm: Gauss-Newton refinement", pass + 1, passes);
     }
   }
@@ -218,14 +221,16 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
                             std::to_string(n) + ")");
   }
   if (o.anchor_repeats < 1 || o.dark_frames < 1 || o.gn_iterations < 0 || o.cg_iterations < 1) {
-    return invalid_argument("tm: anchor_repeats, dark_frames and cg_iterations must be >= 1, "
-                            "gn_iterations >= 0");
+    return invalid_argument(
+        "tm: anchor_repeats, dark_frames and cg_iterations must be >= 1, "
+        "gn_iterations >= 0");
   }
   if (!(o.fill > 0.0 && o.fill < 1.0)) {
     return invalid_argument("tm: fill is " + std::to_string(o.fill) + ", want a value in (0, 1)");
   }
   const std::int64_t largest_shell = (n + shells - 1) / shells;
-  const std::int64_t signals = o.signals_per_shell > 0 ? o.signals_per_shell : 2 * largest_shell + 10;
+  const std::int64_t signals =
+      o.signals_per_shell > 0 ? o.signals_per_shell : 2 * largest_shell + 10;
   if (signals < largest_shell) {
     return failed_precondition(
         "tm: signals_per_shell " + std::to_string(signals) + " is below the shell size " +
@@ -243,9 +248,9 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
   // 1. Dark level per pixel (every mirror off).
   double exposure = o.exposure_us;
   const double default_exposure = info.exposure_us > 0 ? info.exposure_us : 1000.0;
-  Result<Counts> dark_frames = taker.take(BitMatrix::Zero(mirrors, o.dark_frames), n_out,
-                                          exposure > 0 ? exposure : default_exposure,
-                                          "tm: dark frames");
+  Result<Counts> dark_frames =
+      taker.take(BitMatrix::Zero(mirrors, o.dark_frames), n_out,
+                 exposure > 0 ? exposure : default_exposure, "tm: dark frames");
   if (!dark_frames.ok()) return dark_frames.status();
   const Eigen::VectorXf dark = dark_frames->values.rowwise().mean();
   const double dark_level = dark.mean();
@@ -258,8 +263,8 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
     exposure = default_exposure;
     const double max_exposure = info.max_exposure_us > 0 ? info.max_exposure_us : 1e9;
     for (int attempt = 0; attempt < 8; ++attempt) {
-      Result<Counts> probe = taker.take(on_mirrors(BitMatrix::Ones(n, 4)), n_out, exposure,
-                                        "tm: exposure probe");
+      Result<Counts> probe =
+          taker.take(on_mirrors(BitMatrix::Ones(n, 4)), n_out, exposure, "tm: exposure probe");
       if (!probe.ok()) return probe.status();
       const double saturated = static_cast<double>(probe->saturated.count()) /
                                static_cast<double>(probe->saturated.size());
@@ -287,7 +292,8 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   for (std::int64_t i = n - 1; i > 0; --i) {
-    std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(rng.below(i + 1))]);
+    std::swap(order[static_cast<std::size_t>(i)],
+              order[static_cast<std::size_t>(rng.below(i + 1))]);
   }
   std::vector<std::vector<std::int64_t>> shell(static_cast<std::size_t>(shells));
   for (std::int64_t s = 0; s < shells; ++s) {
@@ -465,14 +471,16 @@ Result<TmSection> recover_tm(sim::Device& device, const TmOptions& o, const Prog
         const double variance = 0.5 * (covariance(1, 1) + covariance(2, 2));
         if (!(variance > 0) || !std::isfinite(solution.sum())) continue;
         precision(m) = 1.0 / variance;
-        field(m) = std::complex<double>(solution(1), solution(2)) - anchor[static_cast<std::size_t>(j)];
+        field(m) =
+            std::complex<double>(solution(1), solution(2)) - anchor[static_cast<std::size_t>(j)];
       }
       // Σ prec z zᵀ r = Σ prec z w: the shell's columns of this row, each signal weighted by the
       // precision its multilateration achieved (bad geometry or clipped distances count less).
       const BitMatrix& z = signal_bits[static_cast<std::size_t>(j)];
       const Eigen::MatrixXd zd = z.cast<double>();
       Eigen::MatrixXd normal = zd * precision.asDiagonal() * zd.transpose();
-      const Eigen::VectorXcd rhs = zd * (precision.cast<std::complex<double>>().cwiseProduct(field));
+      const Eigen::VectorXcd rhs =
+          zd * (precision.cast<std::complex<double>>().cwiseProduct(field));
       normal.diagonal().array() += 1e-9 * (normal.trace() / static_cast<double>(size) + 1e-30);
       const Eigen::LDLT<Eigen::MatrixXd> solver(normal);
       const Eigen::VectorXcd solution = solver.solve(rhs);

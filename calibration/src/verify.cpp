@@ -28,9 +28,9 @@ double aligned_relative_error(const Eigen::Ref<const Eigen::MatrixXcf>& estimate
     error2 += std::max(std::min(direct, flipped), 0.0);
   }
   if (conjugated_fraction != nullptr) {
-    *conjugated_fraction = truth.rows() > 0 ? static_cast<double>(conjugated) /
-                                                  static_cast<double>(truth.rows())
-                                            : 0.0;
+    *conjugated_fraction = truth.rows() > 0
+                               ? static_cast<double>(conjugated) / static_cast<double>(truth.rows())
+                               : 0.0;
   }
   if (best_scale != nullptr) {
     const double estimate_norm2 = estimate.cast<std::complex<double>>().squaredNorm();
@@ -53,12 +53,11 @@ Result<VerifySection> verify_tm(sim::Device& device, const TmSection& tm,
                             ", want a value in (0, 1]");
   }
   if (tm.column_offset + tm.n_in > info.max_n_in || tm.n_out > info.max_n_out) {
-    return out_of_range("verify: the calibration covers mirrors [" +
-                        std::to_string(tm.column_offset) + ", " +
-                        std::to_string(tm.column_offset + tm.n_in) + ") x " +
-                        std::to_string(tm.n_out) + " pixels, beyond this device's " +
-                        std::to_string(info.max_n_in) + " x " + std::to_string(info.max_n_out) +
-                        " (another device?)");
+    return out_of_range(
+        "verify: the calibration covers mirrors [" + std::to_string(tm.column_offset) + ", " +
+        std::to_string(tm.column_offset + tm.n_in) + ") x " + std::to_string(tm.n_out) +
+        " pixels, beyond this device's " + std::to_string(info.max_n_in) + " x " +
+        std::to_string(info.max_n_out) + " (another device?)");
   }
   if (tm.matrix.rows() != tm.n_out || tm.matrix.cols() != tm.n_in ||
       tm.dark_counts.size() != tm.n_out) {
@@ -99,7 +98,8 @@ Result<VerifySection> verify_tm(sim::Device& device, const TmSection& tm,
     Eigen::MatrixXf noiseless = (truth * x).cwiseAbs2();
     noiseless.array() += static_cast<float>(camera.dark_offset_counts);
     noiseless = noiseless.cwiseMin(static_cast<float>(full));
-    section.correlation_ceiling = pearson(noiseless.cast<double>().reshaped().array(), measured_flat);
+    section.correlation_ceiling =
+        pearson(noiseless.cast<double>().reshaped().array(), measured_flat);
     double conjugated = 0.0;
     double best_scale = 0.0;
     section.relative_error = aligned_relative_error(tm.matrix, truth, &conjugated, &best_scale);

@@ -1,12 +1,12 @@
 // The calibration file: round trip, atomic writes, and errors that name field, value and want.
+#include "calibration/calibration_file.h"
+
 #include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-
-#include "calibration/calibration_file.h"
 
 namespace cal = opu::calibration;
 namespace fs = std::filesystem;
@@ -99,8 +99,12 @@ TEST_SUITE("calibration") {
   TEST_CASE("CalibrationFile: corrupt, newer or malformed files are clear errors") {
     using nlohmann::json;
     json good = json::parse(cal::format_calibration(full_file()));
-    SUBCASE("not JSON") { CHECK(error_of("{\"format\": ").find("not valid JSON") != std::string::npos); }
-    SUBCASE("not an object") { CHECK(error_of("[1, 2]").find("want a JSON object") != std::string::npos); }
+    SUBCASE("not JSON") {
+      CHECK(error_of("{\"format\": ").find("not valid JSON") != std::string::npos);
+    }
+    SUBCASE("not an object") {
+      CHECK(error_of("[1, 2]").find("want a JSON object") != std::string::npos);
+    }
     SUBCASE("wrong format") {
       json doc = good;
       doc["format"] = "something-else";

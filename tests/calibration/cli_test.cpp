@@ -70,7 +70,8 @@ TEST_SUITE("calibration") {
                     "--out " + file);
     CHECK(drift.status == 0);
 
-    opu::Result<opu::calibration::CalibrationFile> loaded = opu::calibration::load_calibration(file);
+    opu::Result<opu::calibration::CalibrationFile> loaded =
+        opu::calibration::load_calibration(file);
     REQUIRE(loaded.ok());
     CHECK(loaded->noise.has_value());
     CHECK(loaded->tm.has_value());

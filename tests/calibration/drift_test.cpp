@@ -34,7 +34,9 @@ TEST_SUITE("calibration") {
     INFO("seed " << seed);
     for (const double period : {0.5, 2.0}) {
       CAPTURE(period);
-      auto device = make_sim({{"seed", std::to_string(seed)}, {"n_in", "256"}, {"n_out", "1024"},
+      auto device = make_sim({{"seed", std::to_string(seed)},
+                              {"n_in", "256"},
+                              {"n_out", "1024"},
                               {"drift_tau_s", std::to_string(period)}});
       cal::DriftOptions options;
       options.interval_s = period / 40.0;

@@ -47,8 +47,11 @@ TEST_SUITE("calibration") {
       CHECK(noise->frames == 64 + 6 * 16);
     }
     SUBCASE("read noise above one count, other gain") {
-      auto device = make_sim({{"seed", std::to_string(seed)}, {"n_in", "256"}, {"n_out", "1024"},
-                              {"gain_e_per_count", "12"}, {"read_noise_e", "30"},
+      auto device = make_sim({{"seed", std::to_string(seed)},
+                              {"n_in", "256"},
+                              {"n_out", "1024"},
+                              {"gain_e_per_count", "12"},
+                              {"read_noise_e", "30"},
                               {"dark_offset_counts", "5.3"}});
       cal::NoiseOptions options;
       options.seed = seed;

@@ -26,10 +26,8 @@ TEST_SUITE("calibration") {
   TEST_CASE("remote: noise, tm and drift over gRPC equal the in-process results") {
     const std::uint64_t seed = opu::test::test_seed(41);
     INFO("seed " << seed);
-    const std::map<std::string, std::string> params = {{"seed", std::to_string(seed)},
-                                                       {"n_in", "64"},
-                                                       {"n_out", "256"},
-                                                       {"drift_tau_s", "0.2"}};
+    const std::map<std::string, std::string> params = {
+        {"seed", std::to_string(seed)}, {"n_in", "64"}, {"n_out", "256"}, {"drift_tau_s", "0.2"}};
     std::shared_ptr<opu::sim::SimDevice> local = make_sim(params);
     opu::Result<std::unique_ptr<opu::offload::Server>> server =
         opu::offload::Server::start(make_sim(params), {});
@@ -66,7 +64,7 @@ TEST_SUITE("calibration") {
     REQUIRE(verify_local.ok());
     REQUIRE(verify_remote.ok());
     CHECK(verify_local->correlation == verify_remote->correlation);
-    CHECK(verify_local->relative_error.has_value());        // in-process: the truth is known
+    CHECK(verify_local->relative_error.has_value());         // in-process: the truth is known
     CHECK_FALSE(verify_remote->relative_error.has_value());  // remote: never revealed
 
     cal::DriftOptions drift;

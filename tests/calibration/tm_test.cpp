@@ -34,11 +34,11 @@ TEST_SUITE("calibration") {
     REQUIRE(check.ok());
     INFO("frames " << tm->frames << ", fit " << tm->init_correlation << " -> "
                    << tm->fit_correlation << ", held-out " << check->correlation << " (ceiling "
-                   << *check->correlation_ceiling << "), relative error " << *check->relative_error);
-    MESSAGE("tm realistic: frames " << tm->frames << ", held-out correlation "
-                                    << check->correlation << ", ceiling "
-                                    << *check->correlation_ceiling << ", relative error "
-                                    << *check->relative_error);
+                   << *check->correlation_ceiling << "), relative error "
+                   << *check->relative_error);
+    MESSAGE("tm realistic: frames " << tm->frames << ", held-out correlation " << check->correlation
+                                    << ", ceiling " << *check->correlation_ceiling
+                                    << ", relative error " << *check->relative_error);
     CHECK(check->correlation >= 0.97);
     // Within a hair of what one noisy frame allows (the camera's own limit).
     CHECK(check->correlation >= *check->correlation_ceiling - 0.005);
@@ -49,8 +49,8 @@ TEST_SUITE("calibration") {
   TEST_CASE("tm: ideal camera gives an essentially exact matrix") {
     const std::uint64_t seed = opu::test::test_seed(22);
     INFO("seed " << seed);
-    auto device = make_sim({{"seed", std::to_string(seed)}, {"n_in", "100"}, {"n_out", "500"},
-                            {"camera", "ideal"}});
+    auto device = make_sim(
+        {{"seed", std::to_string(seed)}, {"n_in", "100"}, {"n_out", "500"}, {"camera", "ideal"}});
     cal::TmOptions options;
     options.n_out = 500;
     options.seed = seed;

@@ -43,20 +43,20 @@ struct DeviceRecord {
 
 /// Photon-transfer characterisation (noise.h).
 struct NoiseSection {
-  double gain_e_per_count = 0.0;       // electrons per count (from the PTC slope)
+  double gain_e_per_count = 0.0;  // electrons per count (from the PTC slope)
   double gain_stderr = 0.0;
-  double read_noise_e = 0.0;           // read noise, electrons (dark frames, quantised-Gaussian fit)
+  double read_noise_e = 0.0;  // read noise, electrons (dark frames, quantised-Gaussian fit)
   double read_noise_stderr = 0.0;
-  double read_noise_counts = 0.0;      // the same, counts
-  double read_noise_ptc_e = 0.0;       // cross-check: from the PTC intercept (imprecise when
-                                       // read noise is below one count)
-  double dark_level_counts = 0.0;      // mean dark reading
+  double read_noise_counts = 0.0;  // the same, counts
+  double read_noise_ptc_e = 0.0;   // cross-check: from the PTC intercept (imprecise when
+                                   // read noise is below one count)
+  double dark_level_counts = 0.0;  // mean dark reading
   double dark_level_stderr = 0.0;
-  double dark_spread_counts = 0.0;     // std of per-pixel dark means (fixed-pattern offset)
-  double saturation_counts = 0.0;      // reading at which the ADC clips
-  double saturation_e = 0.0;           // light (electrons above dark) at which clipping starts
-  std::vector<double> exposures_us;    // exposures of the curve
-  std::int64_t points_used = 0;        // (pixel, exposure) points in the PTC fit
+  double dark_spread_counts = 0.0;   // std of per-pixel dark means (fixed-pattern offset)
+  double saturation_counts = 0.0;    // reading at which the ADC clips
+  double saturation_e = 0.0;         // light (electrons above dark) at which clipping starts
+  std::vector<double> exposures_us;  // exposures of the curve
+  std::int64_t points_used = 0;      // (pixel, exposure) points in the PTC fit
   double fit_reduced_chi2 = 0.0;
   std::int64_t frames = 0;
   double device_time_s = 0.0;
@@ -65,11 +65,11 @@ struct NoiseSection {
 /// Automatic exposure (exposure.h).
 struct ExposureSection {
   double exposure_us = 0.0;
-  double percentile = 0.0;             // of signal counts (above dark), in (0, 100)
-  double target_fraction = 0.0;        // wanted value of that percentile, fraction of full scale
-  double achieved_fraction = 0.0;      // measured at exposure_us
-  double saturated_fraction = 0.0;     // readings clipped at exposure_us
-  double density = 0.0;                // fraction of mirrors on in the probe frames
+  double percentile = 0.0;          // of signal counts (above dark), in (0, 100)
+  double target_fraction = 0.0;     // wanted value of that percentile, fraction of full scale
+  double achieved_fraction = 0.0;   // measured at exposure_us
+  double saturated_fraction = 0.0;  // readings clipped at exposure_us
+  double density = 0.0;             // fraction of mirrors on in the probe frames
   std::int64_t n_in = 0;
   std::int64_t n_out = 0;
   double dark_level_counts = 0.0;
@@ -86,13 +86,13 @@ struct TmSection {
   std::int64_t n_out = 0;
   std::int64_t column_offset = 0;
   double exposure_us = 0.0;
-  Eigen::MatrixXcf matrix;             // n_out x n_in
-  Eigen::VectorXf dark_counts;         // per pixel, n_out
+  Eigen::MatrixXcf matrix;      // n_out x n_in
+  Eigen::VectorXf dark_counts;  // per pixel, n_out
   std::int64_t anchors = 0;
   std::int64_t signals_per_shell = 0;
   std::int64_t gn_iterations = 0;
-  double init_correlation = 0.0;       // fit to the frames before Gauss-Newton
-  double fit_correlation = 0.0;        // fit to the frames after it
+  double init_correlation = 0.0;  // fit to the frames before Gauss-Newton
+  double fit_correlation = 0.0;   // fit to the frames after it
   std::uint64_t seed = 0;
   std::int64_t frames = 0;
   double device_time_s = 0.0;
@@ -101,13 +101,13 @@ struct TmSection {
 
 /// Held-out check of a recovered matrix (verify.h).
 struct VerifySection {
-  double correlation = 0.0;            // predicted vs measured counts, held-out inputs
+  double correlation = 0.0;                   // predicted vs measured counts, held-out inputs
   std::optional<double> correlation_ceiling;  // noiseless truth vs measured (simulator only)
   std::optional<double> relative_error;       // phase-aligned, against the true matrix (simulator)
   std::optional<double> conjugated_rows;      // fraction of rows recovered as conj(R)
   std::optional<double> truth_scale;          // best global scale of the estimate vs the truth
   std::optional<double> relative_error_rescaled;  // relative_error after that scale
-  std::int64_t held_out = 0;           // held-out inputs
+  std::int64_t held_out = 0;                      // held-out inputs
   double density = 0.0;
   std::uint64_t seed = 0;
   std::int64_t frames = 0;
@@ -116,12 +116,12 @@ struct VerifySection {
 
 /// Drift of the medium (drift.h).
 struct DriftSection {
-  std::vector<double> lag_s;           // device-time lags
-  std::vector<double> correlation;     // start-averaged intensity correlation at each lag
-  double decorrelation_time_s = 0.0;   // lag where the correlation falls to 1/2 (0 = not reached)
-  double threshold = 0.0;              // recalibrate when the correlation would fall below it
-  double recalibrate_after_s = 0.0;    // lag where the correlation falls to `threshold`
-  double noise_ceiling = 0.0;          // correlation of back-to-back frames (normalised away)
+  std::vector<double> lag_s;          // device-time lags
+  std::vector<double> correlation;    // start-averaged intensity correlation at each lag
+  double decorrelation_time_s = 0.0;  // lag where the correlation falls to 1/2 (0 = not reached)
+  double threshold = 0.0;             // recalibrate when the correlation would fall below it
+  double recalibrate_after_s = 0.0;   // lag where the correlation falls to `threshold`
+  double noise_ceiling = 0.0;         // correlation of back-to-back frames (normalised away)
   double interval_s = 0.0;
   double duration_s = 0.0;
   std::int64_t frames = 0;
@@ -158,7 +158,7 @@ struct DeviceSettings {
   std::vector<std::int64_t> masked_pixels;  // pixels to ignore (too dark / always saturated)
   double gain_e_per_count = 0.0;            // 0 = unknown
   double dark_level_counts = 0.0;
-  double recalibrate_after_s = 0.0;         // 0 = unknown
+  double recalibrate_after_s = 0.0;  // 0 = unknown
 };
 DeviceSettings device_settings(const CalibrationFile& file);
 

@@ -27,10 +27,10 @@ using Progress = std::function<void(std::string_view stage, std::int64_t done, s
 /// Counts taken by one call of FrameTaker::take(): n_out x batch floats, plus which readings hit
 /// the ADC's full scale (a clipped reading is only a lower bound on the light).
 struct Counts {
-  Eigen::MatrixXf values;                                          // n_out x batch
-  Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic> saturated;   // n_out x batch
-  std::int64_t device_time_start_ns = 0;                           // clock at the first frame
-  std::int64_t device_time_end_ns = 0;                             // clock after the last frame
+  Eigen::MatrixXf values;                                         // n_out x batch
+  Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic> saturated;  // n_out x batch
+  std::int64_t device_time_start_ns = 0;                          // clock at the first frame
+  std::int64_t device_time_end_ns = 0;                            // clock after the last frame
 };
 
 class FrameTaker {
@@ -65,7 +65,8 @@ class FrameTaker {
 };
 
 /// Pearson correlation of two equally sized arrays (NaN when either is constant).
-double pearson(const Eigen::Ref<const Eigen::ArrayXd>& a, const Eigen::Ref<const Eigen::ArrayXd>& b);
+double pearson(const Eigen::Ref<const Eigen::ArrayXd>& a,
+               const Eigen::Ref<const Eigen::ArrayXd>& b);
 
 /// A deterministic stream of uniform numbers and Bernoulli bits for choosing input patterns
 /// (splitmix64: the choice of patterns must be reproducible across platforms, so no

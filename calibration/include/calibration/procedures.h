@@ -58,22 +58,22 @@ Result<ExposureSection> find_exposure(sim::Device& device, const ExposureOptions
 // --- tm: transmission-matrix recovery by numerical interferometry --------------------------------
 
 struct TmOptions {
-  std::int64_t n_in = 100;           // columns: mirrors [column_offset, column_offset + n_in)
-  std::int64_t n_out = 1000;         // rows: the first n_out pixels
+  std::int64_t n_in = 100;    // columns: mirrors [column_offset, column_offset + n_in)
+  std::int64_t n_out = 1000;  // rows: the first n_out pixels
   std::int64_t column_offset = 0;
-  std::int64_t anchors = 4;          // K nested anchors = K shells of the block (>= 2)
+  std::int64_t anchors = 4;            // K nested anchors = K shells of the block (>= 2)
   std::int64_t signals_per_shell = 0;  // 0 = 2 x shell size + 10
-  std::int64_t anchor_repeats = 8;   // repeats of each anchor-pair frame
-  std::int64_t random_frames = -1;   // random full-block frames for the refinement (-1 = n_in)
+  std::int64_t anchor_repeats = 8;     // repeats of each anchor-pair frame
+  std::int64_t random_frames = -1;     // random full-block frames for the refinement (-1 = n_in)
   std::int64_t dark_frames = 16;
-  double exposure_us = 0.0;          // 0 = auto: full-block frames at `fill` of full scale
-  double fill = 0.25;                // mean count of a full-block frame, fraction of full scale
+  double exposure_us = 0.0;  // 0 = auto: full-block frames at `fill` of full scale
+  double fill = 0.25;        // mean count of a full-block frame, fraction of full scale
   /// Camera variance model var = signal/gain + read² + 1/12 (counts²). gain 0 = estimate it from
   /// the repeated anchor frames (or take it from a noise section via tm_options_from()).
   double gain_e_per_count = 0.0;
-  double read_noise_counts = -1.0;   // < 0 = estimate
-  std::int64_t gn_iterations = 6;    // weighted Gauss-Newton passes over all frames (0 = none)
-  std::int64_t cg_iterations = 25;   // conjugate-gradient steps per pass
+  double read_noise_counts = -1.0;  // < 0 = estimate
+  std::int64_t gn_iterations = 6;   // weighted Gauss-Newton passes over all frames (0 = none)
+  std::int64_t cg_iterations = 25;  // conjugate-gradient steps per pass
   std::uint64_t seed = 3;
 };
 
@@ -111,13 +111,13 @@ double aligned_relative_error(const Eigen::Ref<const Eigen::MatrixXcf>& estimate
 // --- drift ---------------------------------------------------------------------------------------
 
 struct DriftOptions {
-  double interval_s = 0.02;   // device time between reference samples
-  double duration_s = 10.0;   // device time spanned
-  double threshold = 0.9;     // recalibrate when the expected correlation falls below it
-  std::int64_t n_in = 0;      // mirrors (0 = max_n_in)
-  std::int64_t n_out = 0;     // pixels (0 = min(max_n_out, 1024))
+  double interval_s = 0.02;  // device time between reference samples
+  double duration_s = 10.0;  // device time spanned
+  double threshold = 0.9;    // recalibrate when the expected correlation falls below it
+  std::int64_t n_in = 0;     // mirrors (0 = max_n_in)
+  std::int64_t n_out = 0;    // pixels (0 = min(max_n_out, 1024))
   double density = 0.5;
-  double exposure_us = 0.0;   // 0 = device default
+  double exposure_us = 0.0;  // 0 = device default
   std::uint64_t seed = 4;
 };
 
