@@ -233,7 +233,8 @@ Result<NoiseSection> measure_noise(sim::Device& device, const NoiseOptions& opti
     const BitMatrix pattern = rng.bernoulli(n_in, 1, options.density);
     const BitMatrix frames = pattern.replicate(1, options.repeats);
     Result<Counts> counts =
-        taker.take(frames, n_out, exposure, "noise: exposure " + std::to_string(exposure) + " us");
+        taker.take(frames, n_out, exposure,
+                   "noise: exposure " + std::to_string(std::lround(exposure)) + " us");
     if (!counts.ok()) return counts.status();
     max_reading = std::max<double>(max_reading, counts->values.maxCoeff());
     for (std::int64_t p = 0; p < n_out; ++p) {
