@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 cmake --preset release
-cmake --build --preset release -j "$(nproc)"
+cmake --build --preset release -j "$(nproc)" --target opu-serve opu-train
 
 readonly BIN=build/release
 readonly OUT=${OUT:-out/main}
@@ -41,7 +41,7 @@ train dfa-digital --method dfa --feedback digital
 train bp --method bp
 train shallow --method shallow
 
-field() { grep -o "\"$2\":[^,}]*" "$OUT/$1.result.json" | head -n 1 | cut -d: -f2-; }
+field() { grep -o "\"$2\":[^,}]*" "$OUT/$1.result.json" | head -n 1 | cut -d: -f2- | tr -d '"'; }
 {
   echo
   echo "Fashion-MNIST, 784-256-256-10, $EPOCHS epochs (DESIGN.md §4; 15 epochs: docs/results.md)"
