@@ -200,8 +200,10 @@ struct SimDevice::Impl {
       const Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>> real_view(
           reinterpret_cast<const float*>(blocks->data()), 2 * n_out, blocks->cols(),
           Eigen::OuterStride<>(2 * blocks->rows()));
+      // Inner dimension features + 1 (about 11): Eigen's own coefficient-based product, not a
+      // BLAS call, whose thread pool would fight the camera's OpenMP threads for the cores.
       Eigen::Map<Eigen::MatrixXf>(reinterpret_cast<float*>(out.data()), 2 * n_out, batch)
-          .noalias() = real_view * selection;
+          .noalias() = real_view.lazyProduct(selection);
       return out;
     });
     CapturedFrames captured;
