@@ -122,6 +122,12 @@ void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, s
 // L1 cache, reused across every frame of the batch. A multiple of 64 (one word of frame bits).
 constexpr std::int64_t kSumBlockCols = 64;
 
+// Dense matrices larger than this (about half the L3 cache) are walked column by column for
+// batches up to kStreamMaxBatch (see stream_fields): blocked chunks would come from memory with a
+// stride the prefetchers do not follow.
+constexpr std::size_t kCacheResidentBytes = std::size_t{16} << 20;
+constexpr std::int64_t kStreamMaxBatch = 2;
+
 // Leading dimension (complex elements) for `rows` rows: a power-of-two column stride would map
 // every column of a chunk to the same L1 sets and thrash them, so such strides get one cache line
 // of padding.
@@ -173,6 +179,9 @@ class DenseMedium final : public Medium {
     out.setZero(request.n_out, request.batch);
     if (request.batch >= kGemmMinBatch) {
       gemm_fields(*matrix, request, out);
+    } else if (request.batch <= kStreamMaxBatch &&
+               dense_matrix_bytes(request.n_in, request.n_out) > kCacheResidentBytes) {
+      stream_fields(*matrix, request, out);
     } else {
       sum_fields(*matrix, request, out);
     }
@@ -198,6 +207,37 @@ class DenseMedium final : public Medium {
     }
     cache_.emplace(k, matrix);
     return matrix;
+  }
+
+  // Matrices beyond the caches, few frames: walk R column after column, each column read once
+  // and contiguously (what the prefetchers like), added to every frame that selects it. Columns
+  // no frame selects are never read. Each element still receives its columns in increasing order:
+  // the same sums, bit for bit, as the blocked kernel and the streamed backend.
+  static void stream_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
+                            Eigen::MatrixXcf& out) {
+    const FrameWords frames(request.packed, request.n_in, request.batch);
+    std::vector<std::uint64_t> any(static_cast<std::size_t>(frames.words_per_frame), 0);
+    for (std::int64_t b = 0; b < request.batch; ++b) {
+      for (std::int64_t w = 0; w < frames.words_per_frame; ++w) any[w] |= frames.frame(b)[w];
+    }
+    const int threads = std::max(1, request.threads);
+    // Row stripes, one per thread; a multiple of 8 rows keeps stripes on whole cache lines.
+    const std::int64_t stripe = (request.n_out / threads + 7) / 8 * 8;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int t = 0; t < threads; ++t) {
+      const std::int64_t row0 = std::min<std::int64_t>(t * stripe, request.n_out);
+      const std::int64_t rows = std::min<std::int64_t>(stripe, request.n_out - row0);
+      if (rows <= 0) continue;
+      for_each_set_bit(any.data(), 0, request.n_in, [&](std::int64_t j) {
+        const float* __restrict column =
+            reinterpret_cast<const float*>(matrix.data() + j * matrix.rows() + row0);
+        for (std::int64_t b = 0; b < request.batch; ++b) {
+          if (((frames.frame(b)[j >> 6] >> (j & 63)) & 1U) == 0) continue;
+          float* __restrict field = reinterpret_cast<float*>(out.data() + b * out.rows() + row0);
+          for (std::int64_t k = 0; k < 2 * rows; ++k) field[k] += column[k];
+        }
+      });
+    }
   }
 
   static void sum_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
