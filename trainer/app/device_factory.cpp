@@ -11,8 +11,10 @@
 namespace opu::trainer::app {
 namespace {
 
-// sim://?name=value&... : the in-process simulator, built here directly (the same code path
-// offload::open_device takes for sim://, and available without the offload module).
+#if !defined(OPU_TRAINER_HAVE_OFFLOAD)
+// sim://?name=value&... without the offload module: the in-process simulator built here, as
+// offload::open_device would build it. With the module, every URI goes through open_device
+// (DESIGN.md §1: the one way the trainer obtains a device).
 Result<std::unique_ptr<sim::Device>> open_sim(const std::string& uri) {
   std::string query = uri.substr(std::string("sim://").size());
   if (!query.empty() && query.front() == '/') query.erase(0, 1);
@@ -28,11 +30,11 @@ Result<std::unique_ptr<sim::Device>> open_sim(const std::string& uri) {
   if (!device.ok()) return device.status().with_context("--feedback " + uri);
   return std::unique_ptr<sim::Device>(std::move(*device));
 }
+#endif
 
 }  // namespace
 
 Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri) {
-  if (uri.rfind("sim://", 0) == 0) return open_sim(uri);
   if (uri.find("://") == std::string::npos) {
     return invalid_argument("--feedback '" + uri +
                             "': want digital, digital-gaussian or a device URI (sim://?..., "
@@ -43,6 +45,7 @@ Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri
   if (!device.ok()) return device.status().with_context("--feedback " + uri);
   return std::move(*device);
 #else
+  if (uri.rfind("sim://", 0) == 0) return open_sim(uri);
   return unavailable("--feedback " + uri +
                      ": this build has no offload module (only sim:// URIs are served)");
 #endif
