@@ -5,21 +5,10 @@
 
 #include "calibration/procedures.h"
 #include "opu_sim/sim_device.h"
+#include "calibration_test_support.h"
 #include "test_support.h"
 
 namespace cal = opu::calibration;
-
-namespace {
-
-std::unique_ptr<opu::sim::SimDevice> make_sim(std::map<std::string, std::string> params) {
-  opu::Result<opu::sim::SimConfig> config = opu::sim::SimConfig::from_params(params);
-  REQUIRE(config.ok());
-  opu::Result<std::unique_ptr<opu::sim::SimDevice>> device = opu::sim::SimDevice::create(*config);
-  REQUIRE(device.ok());
-  return std::move(*device);
-}
-
-}  // namespace
 
 TEST_SUITE("calibration") {
   TEST_CASE("tm: realistic 8-bit camera, 100 x 1000, held-out correlation >= 0.97") {
