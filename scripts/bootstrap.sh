@@ -15,6 +15,8 @@ readonly PACKAGES=(
   libbenchmark-dev
   # data and tools used by tests, examples and TLS tests
   dataset-fashion-mnist openssl
+  # opu-study renders its plots (SVG) with gnuplot
+  gnuplot-nox
 )
 
 missing=()

@@ -172,11 +172,14 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   if (*method == Method::kDfa) {
     const Eigen::Index n_in = model->output_size();
     const Eigen::Index d_max = model->max_feedback_size();
-    if (o.feedback == "digital" || o.feedback == "digital-gaussian") {
-      feedback = std::make_unique<DigitalFeedback>(n_in, d_max, o.seed,
-                                                   o.feedback == "digital"
-                                                       ? FeedbackDistribution::kUniform
-                                                       : FeedbackDistribution::kGaussian);
+    if (o.feedback == "digital" || o.feedback == "digital-gaussian" ||
+        o.feedback == "digital-noisy") {
+      // The noisy control adds noise to a Gaussian B, the distribution a device's B has.
+      feedback = std::make_unique<DigitalFeedback>(
+          n_in, d_max, o.seed,
+          o.feedback == "digital" ? FeedbackDistribution::kUniform
+                                  : FeedbackDistribution::kGaussian,
+          o.feedback == "digital-noisy" ? o.feedback_snr : DigitalFeedback::kNoNoise);
     } else {
       Result<std::unique_ptr<sim::Device>> opened = open_feedback_device(o.feedback);
       if (!opened.ok()) return fail(opened.status());

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -26,6 +27,7 @@ const std::map<std::string, Field>& fields() {
       {"model", field(&Options::model)},
       {"method", field(&Options::method)},
       {"feedback", field(&Options::feedback)},
+      {"feedback-snr", field(&Options::feedback_snr)},
       {"encoding", field(&Options::encoding)},
       {"threshold", field(&Options::threshold)},
       {"bitplanes", field(&Options::bitplanes)},
@@ -125,6 +127,10 @@ Status finalize(Options& o) {
   if (o.normalize.size() != 2 || !(o.normalize[1] > 0.0F)) {
     return invalid_argument("--normalize wants two numbers MEAN STD with STD > 0");
   }
+  if (o.feedback == "digital-noisy" && !(o.feedback_snr > 0.0 && std::isfinite(o.feedback_snr))) {
+    return bad("feedback-snr", std::to_string(o.feedback_snr),
+               "a finite value > 0 with --feedback digital-noisy");
+  }
   if (o.threads < 1) return bad("threads", std::to_string(o.threads), ">= 1");
   if (o.resume && o.checkpoint.empty()) {
     return invalid_argument("--resume needs --checkpoint DIR (where the checkpoint is)");
@@ -158,7 +164,10 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--model", o.model, "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)");
   cli.add_option("--method", o.method, "bp, dfa or shallow (default dfa)");
   cli.add_option("--feedback", o.feedback,
-                 "digital (U[-1,1) B), digital-gaussian, or a device URI: sim://?..., grpc://h:p");
+                 "digital (U[-1,1) B), digital-gaussian, digital-noisy (Gaussian B + i.i.d. "
+                 "noise, see --feedback-snr), or a device URI: sim://?..., grpc://h:p");
+  cli.add_option("--feedback-snr", o.feedback_snr,
+                 "digital-noisy: signal variance / noise variance of B e, per sample (> 0)");
   cli.add_option("--encoding", o.encoding, "device feedback: ternary or bitplanes");
   cli.add_option("--threshold", o.threshold, "ternary threshold relative to max|e| (0.1)");
   cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (4)");

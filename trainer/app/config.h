@@ -15,7 +15,10 @@ namespace opu::trainer::app {
 struct Options {
   std::string model = "mlp";         // mlp | gcn
   std::string method = "dfa";        // bp | dfa | shallow
-  std::string feedback = "digital";  // digital | digital-gaussian | a device URI (sim://, grpc://)
+  // digital | digital-gaussian | digital-noisy | a device URI (sim://, grpc://)
+  std::string feedback = "digital";
+  /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this.
+  double feedback_snr = 0.0;
   std::string encoding = "ternary";  // device feedback: ternary | bitplanes
   float threshold = 0.1F;            // ternary threshold, relative to each sample's max |e|
   int bitplanes = 4;                 // bit-planes per sign

@@ -36,9 +36,10 @@ Result<std::unique_ptr<sim::Device>> open_sim(const std::string& uri) {
 
 Result<std::unique_ptr<sim::Device>> open_feedback_device(const std::string& uri) {
   if (uri.find("://") == std::string::npos) {
-    return invalid_argument("--feedback '" + uri +
-                            "': want digital, digital-gaussian or a device URI (sim://?..., "
-                            "grpc://host:port)");
+    return invalid_argument(
+        "--feedback '" + uri +
+        "': want digital, digital-gaussian, digital-noisy or a device URI (sim://?..., "
+        "grpc://host:port)");
   }
 #if defined(OPU_TRAINER_HAVE_OFFLOAD)
   Result<std::unique_ptr<sim::Device>> device = offload::open_device(uri);

@@ -1,5 +1,6 @@
 #include "trainer/feedback.h"
 
+#include <cmath>
 #include <span>
 #include <string>
 #include <vector>
@@ -21,8 +22,13 @@ Status FeedbackSource::project(const Eigen::Ref<const Eigen::MatrixXf>& errors,
 }
 
 DigitalFeedback::DigitalFeedback(Eigen::Index n_in, Eigen::Index n_out, std::uint64_t seed,
-                                 FeedbackDistribution distribution)
-    : FeedbackSource(n_in, n_out), distribution_(distribution), matrix_(n_out, n_in) {
+                                 FeedbackDistribution distribution, double snr)
+    : FeedbackSource(n_in, n_out),
+      distribution_(distribution),
+      matrix_(n_out, n_in),
+      snr_(snr),
+      noise_key_(derive_seed(seed, "feedback/noise")) {
+  OPU_CHECK(snr > 0.0, "DigitalFeedback: snr " + std::to_string(snr) + ", want > 0");
   const CounterRng rng(seed, "feedback/B");
   for (Eigen::Index i = 0; i < matrix_.size(); ++i) {
     const auto index = static_cast<std::uint64_t>(i);
@@ -37,13 +43,31 @@ double DigitalFeedback::entry_std() const {
 }
 
 std::string DigitalFeedback::describe() const {
-  return distribution_ == FeedbackDistribution::kUniform ? "digital uniform" : "digital gaussian";
+  std::string s =
+      distribution_ == FeedbackDistribution::kUniform ? "digital uniform" : "digital gaussian";
+  if (std::isfinite(snr_)) s += " + noise snr=" + std::to_string(snr_);
+  return s;
 }
 
 Status DigitalFeedback::do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors,
                                    Eigen::MatrixXf& out) {
   out.noalias() = matrix_ * errors;
+  if (std::isfinite(snr_)) add_noise(out);
   return {};
+}
+
+void DigitalFeedback::add_noise(Eigen::MatrixXf& out) const {
+  // One stream per call (the call counter is the stream's index), one draw per element: repeated
+  // projections of the same errors get independent noise, and a run is reproducible.
+  const CounterRng rng(noise_key_ ^ mix64(static_cast<std::uint64_t>(cost_.calls)));
+  for (Eigen::Index s = 0; s < out.cols(); ++s) {
+    const double power = out.col(s).squaredNorm() / static_cast<double>(out.rows());
+    const auto sigma = static_cast<float>(std::sqrt(power / snr_));
+    if (sigma == 0.0F) continue;
+    for (Eigen::Index j = 0; j < out.rows(); ++j) {
+      out(j, s) += sigma * rng.normal(static_cast<std::uint64_t>(s * out.rows() + j));
+    }
+  }
 }
 
 DeviceFeedback::DeviceFeedback(sim::Device& device, Eigen::Index n_in, Eigen::Index n_out,

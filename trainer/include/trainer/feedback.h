@@ -2,7 +2,8 @@
 //
 // One interface, two kinds:
 // - DigitalFeedback: an exact float matrix B (U[-1, 1) like the paper's TinyDFA, or Gaussian). The
-//   control of every experiment.
+//   control of every experiment; optionally with i.i.d. Gaussian noise added at a chosen
+//   signal-to-noise ratio (the "noisy digital" control of the noise studies, docs/noise-study.md).
 // - DeviceFeedback: the batch's error matrix goes through an OPU's linear transform (ternary or
 //   bit-plane encoding, holographic linearisation, camera noise) — any opu::sim::Device, local or
 //   remote. The trainer never knows which.
@@ -13,6 +14,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "opu_sim/device.h"
@@ -60,20 +62,34 @@ class FeedbackSource {
 enum class FeedbackDistribution { kUniform, kGaussian };
 
 /// B (n_out x n_in) with i.i.d. entries from (seed, index): U[-1, 1) or N(0, 1).
+///
+/// With a finite `snr`, every projection gets i.i.d. Gaussian noise added: sample s's column
+/// receives N(0, P_s / snr) per element, P_s being the mean square of its exact projection B e_s.
+/// So signal variance / noise variance = snr for every sample, whatever the error's magnitude
+/// (a device's projection noise also scales with each sample's code weights), and all-zero
+/// columns stay exactly zero. The noise is counter-based: a pure function of (seed, call, element).
 class DigitalFeedback final : public FeedbackSource {
  public:
+  static constexpr double kNoNoise = std::numeric_limits<double>::infinity();
+
   DigitalFeedback(Eigen::Index n_in, Eigen::Index n_out, std::uint64_t seed,
-                  FeedbackDistribution distribution = FeedbackDistribution::kUniform);
+                  FeedbackDistribution distribution = FeedbackDistribution::kUniform,
+                  double snr = kNoNoise);
   double entry_std() const override;
   std::string describe() const override;
   const Eigen::MatrixXf& matrix() const { return matrix_; }
+  double snr() const { return snr_; }
 
  protected:
   Status do_project(const Eigen::Ref<const Eigen::MatrixXf>& errors, Eigen::MatrixXf& out) override;
 
  private:
+  void add_noise(Eigen::MatrixXf& out) const;
+
   FeedbackDistribution distribution_;
   Eigen::MatrixXf matrix_;
+  double snr_;
+  std::uint64_t noise_key_;
 };
 
 /// B·e computed by a Device's linear transform. The device is borrowed and must outlive this.
