@@ -212,6 +212,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                               {"batch", o.batch},
                               {"loss", o.loss},
                               {"dataset", o.model == "gcn" ? o.dataset : "idx"}};
+  // Only for the noisy control, so that checkpoints of every other setup keep their identity.
+  if (o.feedback == "digital-noisy") trainer_options.identity["feedback_snr"] = o.feedback_snr;
   Trainer trainer(trainer_options, *model, *task, *learner, **optimizer);
   if (o.resume) {
     const Status resumed = trainer.resume(o.checkpoint);

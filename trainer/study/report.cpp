@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -146,7 +147,7 @@ struct Plot {
 
 std::string plot_header(const std::string& name, const std::string& title,
                         const std::string& xlabel, const std::string& ylabel) {
-  return "set terminal svg size 720,450 dynamic font 'Helvetica,12' background rgb 'white'\n"
+  return "set terminal svg size 640,480 dynamic font 'Helvetica,12' background rgb 'white'\n"
          "set output '" +
          name +
          ".svg'\n"
@@ -159,7 +160,7 @@ std::string plot_header(const std::string& name, const std::string& title,
          "set ylabel \"" +
          ylabel +
          "\"\n"
-         "set grid\nset key outside right top noenhanced\n";
+         "set grid\nset key below noenhanced\n";
 }
 
 // One data block per series: "x mean std [label]" lines; blocks separated by two blank lines.
@@ -225,6 +226,8 @@ Plot accuracy_plot(const SweepAxis& axis, const std::vector<PointRuns>& all) {
   return plot;
 }
 
+constexpr std::ptrdiff_t kMaxMarkedEpochs = 30;
+
 // Mean alignment per epoch at one feedback point over the ok seeds of a point.
 std::string alignment_block(const PointRuns& runs, const std::string& feedback_point) {
   std::vector<std::vector<double>> per_epoch;
@@ -257,6 +260,8 @@ Plot alignment_plot(const SweepAxis& axis, const std::string& feedback_point,
     if (!on_axis && runs.point->kind != PointKind::kExactDigital) continue;
     Series s{on_axis ? axis.name + "=" + runs.point->value : "exact digital B",
              alignment_block(runs, feedback_point), "linespoints"};
+    // Markers on every epoch of a long run would only blot the lines (and bloat the SVG).
+    if (std::count(s.block.begin(), s.block.end(), '\n') > kMaxMarkedEpochs) s.style = "lines";
     if (!s.block.empty()) series.push_back(s);
   }
   plot.script =
@@ -291,7 +296,7 @@ Plot snr_plot(const std::vector<SweepAxis>& axes, const std::vector<PointRuns>& 
       [](const Point& p) { return p.kind == PointKind::kMatchedDigital; });
   for (Series& s : series) s.style = "yerrorbars";
   plot.script =
-      plot_header(plot.name, "test accuracy vs measured SNR of B.e (noiseless points not shown)",
+      plot_header(plot.name, "test accuracy vs effective SNR of B.e (noiseless points not shown)",
                   "effective SNR of the projection (signal / noise variance)", "test accuracy (%)");
   plot.script += "set logscale x\n" + join_series(plot.name, series, "1:2:3", plot.data) + "\n";
   plot.drawable = !series.empty();

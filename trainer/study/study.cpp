@@ -246,6 +246,11 @@ Result<PreparedRun> prepare_run(const StudySpec& spec, const Point& point, std::
     if (!device_snr.ok()) return device_snr.status();
     const nlohmann::json& measured = device_snr->at("measured");
     matched_snr = measured.is_number() ? measured.get<double>() : 0.0;  // 0: noiseless device
+    if (measured.is_number() && !(matched_snr > 0.0)) {
+      return failed_precondition("matched control: the device's measured SNR is " +
+                                 std::to_string(matched_snr) +
+                                 " (its repeated projections share no signal), want > 0 to match");
+    }
   }
   Result<app::Options> options = run_options(spec, point, seed, worker_uri, matched_snr);
   if (point.kind == PointKind::kMatchedDigital && matched_snr == 0.0) {
