@@ -228,9 +228,11 @@ Result<std::string> point_device_uri(const std::string& worker_uri, const Point&
   if (point.axis == kFullWell) {
     Result<double> electrons = parse_number("--sweep full_well_e", point.value);
     if (!electrons.ok()) return electrons.status();
-    int bits = sim::CameraConfig{}.adc_bits;
-    if (auto it = params->find("adc_bits"); it != params->end()) bits = std::stoi(it->second);
-    (*params)["gain_e_per_count"] = format_number(*electrons / (std::ldexp(1.0, bits) - 1.0));
+    // The base URI's bit depth, parsed (and checked) by the simulator's own table.
+    Result<sim::SimConfig> base = sim::SimConfig::from_params(*params);
+    if (!base.ok()) return base.status().with_context("--device " + worker_uri);
+    const double full_scale = std::ldexp(1.0, base->camera.adc_bits) - 1.0;
+    (*params)["gain_e_per_count"] = format_number(*electrons / full_scale);
   } else {
     (*params)[point.axis] = point.value;
   }
