@@ -46,6 +46,9 @@ sim::FrameInfo from_wire(const pb::FrameInfo& info);
 
 /// sim::Encoding <-> opu.v1.Encoding (same numbers; the wire's 0 is "unset").
 pb::Encoding to_wire(sim::Encoding encoding);
+/// The wire's encoding as the simulator's; an unknown or unset value keeps its number, which
+/// sim::validate() rejects naming it.
+sim::Encoding from_wire(pb::Encoding encoding);
 
 /// Builds a RemoteDevice over an existing channel (Server::connect_in_process).
 struct RemoteAccess {

@@ -137,17 +137,10 @@ Status check_request(const pb::LinearTransformRequest& r, const sim::DeviceInfo&
                             str(static_cast<std::int64_t>(r.values().size())) +
                             " bytes, want 4*batch*n_in = " + str(want));
   }
-  if (r.encoding() != pb::TERNARY && r.encoding() != pb::BITPLANES) {
+  // The encoding's own parameters (threshold, bitplanes) are checked by sim::validate().
+  if (r.encoding() == pb::ENCODING_UNSPECIFIED || !pb::Encoding_IsValid(r.encoding())) {
     return invalid_argument(at + ": encoding " + str(r.encoding()) +
-                            " unknown, want TERNARY (1) or BITPLANES (2)");
-  }
-  if (!std::isfinite(r.threshold()) || r.threshold() < 0.0F || r.threshold() >= 1.0F) {
-    return invalid_argument(at + ": threshold is " + std::to_string(r.threshold()) +
-                            ", want a value in [0, 1)");
-  }
-  if (r.encoding() == pb::BITPLANES && (r.bitplanes() < 1 || r.bitplanes() > 16)) {
-    return invalid_argument(at + ": bitplanes is " + str(r.bitplanes()) +
-                            ", want 1..16 with BITPLANES");
+                            " unknown, want TERNARY (1), BITPLANES (2) or STOCHASTIC (3)");
   }
   return {};
 }
@@ -283,10 +276,13 @@ class OpuService final : public pb::OpuDevice::Service {
     call.n_out = request.n_out();
     call.batch = request.batch();
     call.values = *values;
-    call.options.encoding =
-        request.encoding() == pb::BITPLANES ? sim::Encoding::kBitplanes : sim::Encoding::kTernary;
+    call.options.encoding = from_wire(request.encoding());
     call.options.threshold = request.threshold();
-    if (request.encoding() == pb::BITPLANES) call.options.bitplanes = request.bitplanes();
+    if (call.options.encoding != sim::Encoding::kTernary) {
+      call.options.bitplanes = request.bitplanes();
+    }
+    call.options.dither_seed = request.dither_seed();
+    call.options.share_frames = request.share_frames();
     Result<sim::Projections> projections = device_->linear_transform(call);
     if (!projections.ok()) return projections.status().with_context("LinearTransform");
     const Eigen::MatrixXf& p = projections->values;

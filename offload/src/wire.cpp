@@ -74,8 +74,14 @@ pb::Encoding to_wire(sim::Encoding encoding) {
       return pb::TERNARY;
     case sim::Encoding::kBitplanes:
       return pb::BITPLANES;
+    case sim::Encoding::kStochastic:
+      return pb::STOCHASTIC;
   }
   return pb::ENCODING_UNSPECIFIED;
+}
+
+sim::Encoding from_wire(pb::Encoding encoding) {
+  return static_cast<sim::Encoding>(static_cast<int>(encoding));
 }
 
 Result<HostPort> split_host_port(std::string_view address, bool allow_port_zero) {

@@ -44,8 +44,18 @@ std::string_view encoding_name(Encoding encoding) {
       return "ternary";
     case Encoding::kBitplanes:
       return "bitplanes";
+    case Encoding::kStochastic:
+      return "stochastic";
   }
   return "unknown";
+}
+
+Result<Encoding> parse_encoding(std::string_view name) {
+  for (const Encoding encoding : {Encoding::kTernary, Encoding::kBitplanes, Encoding::kStochastic}) {
+    if (name == encoding_name(encoding)) return encoding;
+  }
+  return invalid_argument("encoding '" + std::string(name) +
+                          "' is unknown, want ternary, bitplanes or stochastic");
 }
 
 Eigen::MatrixXf Frames::to_float() const {
@@ -104,6 +114,7 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
       }
       break;
     case Encoding::kBitplanes:
+    case Encoding::kStochastic:
       if (options.bitplanes < 1 || options.bitplanes > 16) {
         return invalid_argument("LinearTransform: bitplanes is " +
                                 std::to_string(options.bitplanes) + ", want 1..16");
@@ -112,7 +123,7 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
     default:
       return invalid_argument("LinearTransform: encoding is " +
                               std::to_string(static_cast<int>(options.encoding)) +
-                              ", want TERNARY (1) or BITPLANES (2)");
+                              ", want TERNARY (1), BITPLANES (2) or STOCHASTIC (3)");
   }
   return {};
 }

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 
+#include "hash.h"
 #include "opu_sim/packing.h"
 
 namespace opu::sim {
@@ -37,15 +40,18 @@ void encode_ternary(const Eigen::Ref<const Eigen::VectorXf>& v, float threshold,
       ones_minus > 0 ? -static_cast<float>(mass_minus / static_cast<double>(ones_minus)) : 0;
 }
 
-// Bit-plane code: |v_i| / max|v| quantised to `planes` bits per sign; plane k (most significant
-// first) weighs max|v| 2^(planes-1-k) / (2^planes - 1). Decoding gives the quantised v exactly.
-void encode_bitplanes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, CodeBits& bits,
-                      Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
+// Bit-plane code: |v_i| / max|v| rounded to `planes` bits per sign by `round_level` (to nearest,
+// or stochastically); plane k (most significant first) weighs max|v| 2^(planes-1-k) / (2^planes -
+// 1). Decoding gives the rounded v exactly.
+template <typename RoundLevel>
+void encode_planes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, CodeBits& bits,
+                   Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column,
+                   RoundLevel round_level) {
   const float max_abs = v.cwiseAbs().maxCoeff();
   const double levels = std::ldexp(1.0, planes) - 1.0;
   for (std::int64_t i = 0; i < v.size(); ++i) {
-    const double scaled = max_abs > 0.0F ? std::abs(v(i)) / max_abs : 0.0;
-    const auto q = static_cast<std::uint32_t>(std::lround(scaled * levels));
+    const double scaled = max_abs > 0.0F ? std::abs(v(i)) / max_abs * levels : 0.0;
+    const std::uint32_t q = round_level(scaled, i);
     for (int k = 0; k < planes; ++k) {
       const bool bit = ((q >> (planes - 1 - k)) & 1U) != 0;
       bits(i, column + k) = (bit && v(i) > 0.0F) ? 1 : 0;
@@ -58,6 +64,38 @@ void encode_bitplanes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, Co
     weights(k) = weight;
     weights(planes + k) = -weight;
   }
+}
+
+void encode_bitplanes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, CodeBits& bits,
+                      Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
+  encode_planes(v, planes, bits, weights, column, [](double scaled, std::int64_t) {
+    return static_cast<std::uint32_t>(std::lround(scaled));
+  });
+}
+
+// The key of a sample's rounding draws: its values' bits mixed with the caller's seed, so the
+// draws depend on nothing else (not the sample's position in the batch, nor the chunking).
+std::uint64_t dither_key(const Eigen::Ref<const Eigen::VectorXf>& v, std::uint64_t seed) {
+  std::uint64_t key = detail::splitmix64(seed ^ 0x5354'4F43'4841'5354ULL);  // "STOCHAST"
+  for (std::int64_t i = 0; i < v.size(); ++i) {
+    key = detail::splitmix64(key ^ std::bit_cast<std::uint32_t>(v(i)));
+  }
+  return key;
+}
+
+// Stochastic rounding (dithering): level floor(s) + 1 with probability frac(s), so every
+// component's expected decoded value is exactly v_i. Deterministic codes are biased (ternary
+// moves sub-threshold mass onto the selected components), and DFA follows that bias instead of
+// settling (docs/camera-gap.md); an unbiased code only adds zero-mean noise, which DFA averages.
+void encode_stochastic(const Eigen::Ref<const Eigen::VectorXf>& v, int planes,
+                       std::uint64_t seed, CodeBits& bits, Eigen::Ref<Eigen::VectorXf> weights,
+                       std::int64_t column) {
+  const std::uint64_t key = dither_key(v, seed);
+  encode_planes(v, planes, bits, weights, column, [key](double scaled, std::int64_t i) {
+    const double floor = std::floor(scaled);
+    const double u = detail::uniform_open(detail::splitmix64(key + static_cast<std::uint64_t>(i)));
+    return static_cast<std::uint32_t>(floor) + (u < scaled - floor ? 1U : 0U);
+  });
 }
 
 // Patterns over block columns (features, then the reference bit), built frame by frame.
@@ -121,6 +159,54 @@ Result<double> choose_exposure(const CapturedFrames& probe, const DeviceInfo& in
   return std::clamp(exposure, 1.0, longest);
 }
 
+// A code that lights something, and the first of its two frames (x + r, then x).
+struct ActiveCode {
+  std::int64_t sample = 0;
+  std::int64_t code = 0;
+  std::int64_t frame = 0;
+};
+
+struct CodeFrames {
+  std::vector<ActiveCode> active;
+  double mean_mirrors_on = 0.0;  // over the measured (x + r) frames, for the auto exposure
+};
+
+// Appends two frames (x + r, x) per code that lights something, or per distinct such code when
+// `share` is set, and says which frames each code reads.
+CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layout, bool share,
+                            PatternBatch& frames) {
+  const std::int64_t code_bytes = packed_bytes(code.n_features);
+  std::unordered_map<std::string_view, std::int64_t> measured;  // code bits -> first frame
+  CodeFrames plan;
+  std::int64_t measured_codes = 0;
+  for (std::int64_t s = 0; s < code.batch; ++s) {
+    for (std::int64_t c = 0; c < code.codes_per_sample; ++c) {
+      const std::uint8_t* bits = code.packed.data() + (s * code.codes_per_sample + c) * code_bytes;
+      const std::int64_t ones = count_ones({bits, static_cast<std::size_t>(code_bytes)},
+                                           code.n_features);
+      if (code.weights(c, s) == 0.0F || ones == 0) continue;
+      const std::string_view key(reinterpret_cast<const char*>(bits),
+                                 static_cast<std::size_t>(code_bytes));
+      if (share) {
+        if (const auto found = measured.find(key); found != measured.end()) {
+          plan.active.push_back({s, c, found->second});
+          continue;
+        }
+      }
+      const std::int64_t frame = frames.frames();
+      if (share) measured.emplace(key, frame);
+      plan.active.push_back({s, c, frame});
+      frames.add(bits, true);
+      frames.add(bits, false);
+      plan.mean_mirrors_on +=
+          static_cast<double>(ones * layout.factor + layout.reference_mirrors());
+      ++measured_codes;
+    }
+  }
+  if (measured_codes > 0) plan.mean_mirrors_on /= static_cast<double>(measured_codes);
+  return plan;
+}
+
 }  // namespace
 
 Result<HolographyLayout> HolographyLayout::fit(std::int64_t n_features, std::int64_t max_n_in,
@@ -161,15 +247,22 @@ Result<BinaryCode> encode(const Eigen::Ref<const Eigen::MatrixXf>& values,
   code.n_features = values.rows();
   code.batch = values.cols();
   code.codes_per_sample =
-      options.encoding == Encoding::kBitplanes ? 2 * std::int64_t{options.bitplanes} : 2;
+      options.encoding == Encoding::kTernary ? 2 : 2 * std::int64_t{options.bitplanes};
   CodeBits bits(code.n_features, code.batch * code.codes_per_sample);
   code.weights.resize(code.codes_per_sample, code.batch);
   for (std::int64_t s = 0; s < code.batch; ++s) {
     const std::int64_t column = s * code.codes_per_sample;
-    if (options.encoding == Encoding::kBitplanes) {
-      encode_bitplanes(values.col(s), options.bitplanes, bits, code.weights.col(s), column);
-    } else {
-      encode_ternary(values.col(s), options.threshold, bits, code.weights.col(s), column);
+    switch (options.encoding) {
+      case Encoding::kBitplanes:
+        encode_bitplanes(values.col(s), options.bitplanes, bits, code.weights.col(s), column);
+        break;
+      case Encoding::kStochastic:
+        encode_stochastic(values.col(s), options.bitplanes, options.dither_seed, bits,
+                          code.weights.col(s), column);
+        break;
+      case Encoding::kTernary:
+        encode_ternary(values.col(s), options.threshold, bits, code.weights.col(s), column);
+        break;
     }
   }
   code.packed = pack_frames(bits);
@@ -215,31 +308,17 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   const BinaryCode& code = *encoded;
 
   // Codes that light nothing project to exactly 0 (L(0) = 0): no frames are spent on them.
-  const std::int64_t code_bytes = packed_bytes(code.n_features);
-  std::vector<std::pair<std::int64_t, std::int64_t>> active;  // (sample, code)
-  double mirrors_on_sum = 0.0;
   PatternBatch frames(layout);
   const int repeats = std::max(1, config.reference_repeats);
   frames.add(nullptr, false);  // dark frame
   for (int r = 0; r < repeats; ++r) frames.add(nullptr, true);
-  for (std::int64_t s = 0; s < code.batch; ++s) {
-    for (std::int64_t c = 0; c < code.codes_per_sample; ++c) {
-      const std::uint8_t* bits = code.packed.data() + (s * code.codes_per_sample + c) * code_bytes;
-      const std::int64_t ones = count_ones({bits, static_cast<std::size_t>(code_bytes)},
-                                           code.n_features);
-      if (code.weights(c, s) == 0.0F || ones == 0) continue;
-      active.emplace_back(s, c);
-      frames.add(bits, true);
-      frames.add(bits, false);
-      mirrors_on_sum += static_cast<double>(ones * layout.factor + layout.reference_mirrors());
-    }
-  }
-
+  const CodeFrames plan =
+      plan_code_frames(code, layout, request.options.share_frames, frames);
   Projections result;
   result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
   double exposure = info.exposure_us;
   bool first_call = true;
-  if (config.target_fill > 0.0 && !active.empty()) {
+  if (config.target_fill > 0.0 && !plan.active.empty()) {
     PatternBatch probe(layout);
     probe.add(nullptr, false);
     probe.add(nullptr, true);
@@ -248,8 +327,7 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
     if (!probed.ok()) return probed.status();
     accumulate(result.info, probed->info, true);
     first_call = false;
-    Result<double> chosen = choose_exposure(*probed, info, config, layout,
-                                            mirrors_on_sum / static_cast<double>(active.size()));
+    Result<double> chosen = choose_exposure(*probed, info, config, layout, plan.mean_mirrors_on);
     if (!chosen.ok()) return chosen.status();
     exposure = *chosen;
   }
@@ -278,14 +356,12 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   const float scale =
       std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
 
-  std::int64_t column = 1 + repeats;
-  for (const auto& [sample, c] : active) {
-    const float weight = code.weights(c, sample) * scale;
-    result.values.col(sample).array() +=
-        weight * (counts.col(column).array() - counts.col(column + 1).array() -
+  for (const ActiveCode& active : plan.active) {
+    const float weight = code.weights(active.code, active.sample) * scale;
+    result.values.col(active.sample).array() +=
+        weight * (counts.col(active.frame).array() - counts.col(active.frame + 1).array() -
                   reference.array()) *
         inverse_norm.array();
-    column += 2;
   }
   return result;
 }

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "offload/open_device.h"
@@ -68,10 +69,15 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
     CHECK(got->adc_bits == want->adc_bits);
     check_same(got->info, want->info);
   }
-  for (const auto encoding : {opu::sim::Encoding::kTernary, opu::sim::Encoding::kBitplanes}) {
+  for (const auto encoding : {opu::sim::Encoding::kTernary, opu::sim::Encoding::kBitplanes,
+                              opu::sim::Encoding::kStochastic}) {
     CAPTURE(opu::sim::encoding_name(encoding));
-    const auto values = opu::test::random_values(10, 16, 77);
-    const auto request = opu::test::linear_request(values, 10, kNOut, 16, encoding);
+    auto values = opu::test::random_values(10, 16, 77);
+    // Repeated vectors, so that shared frames are exercised over the wire too.
+    std::copy(values.begin(), values.begin() + 40, values.begin() + 40);
+    auto request = opu::test::linear_request(values, 10, kNOut, 16, encoding);
+    request.options.dither_seed = 99;
+    request.options.share_frames = encoding == opu::sim::Encoding::kStochastic;
     auto want = local.linear_transform(request);
     auto got = remote.linear_transform(request);
     REQUIRE_MESSAGE(want.ok(), want.status().to_string());

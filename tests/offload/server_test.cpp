@@ -166,7 +166,7 @@ TEST_SUITE("offload") {
          grpc::StatusCode::INVALID_ARGUMENT, "values has 100 bytes, want 4*batch*n_in = 120"},
         {"unset encoding", [](auto& r) { r.set_encoding(pb::ENCODING_UNSPECIFIED); },
          grpc::StatusCode::INVALID_ARGUMENT,
-         "encoding 0 unknown, want TERNARY (1) or BITPLANES (2)"},
+         "encoding 0 unknown, want TERNARY (1), BITPLANES (2) or STOCHASTIC (3)"},
         {"unknown encoding", [](auto& r) { r.set_encoding(static_cast<pb::Encoding>(7)); },
          grpc::StatusCode::INVALID_ARGUMENT, "encoding 7 unknown"},
         {"bitplanes zero",

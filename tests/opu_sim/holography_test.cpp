@@ -83,6 +83,116 @@ TEST_SUITE("opu_sim") {
     }
   }
 
+  TEST_CASE("encode (stochastic): unbiased over the draws, where the ternary code is biased") {
+    const Eigen::MatrixXf errors = softmax_errors(10, 8, 3);
+    const int draws = 20000;
+    for (int planes : {1, 2}) {
+      CAPTURE(planes);
+      Eigen::MatrixXd mean = Eigen::MatrixXd::Zero(10, 8);
+      for (int k = 0; k < draws; ++k) {
+        LinearOptions options{Encoding::kStochastic, 0.0F, planes};
+        options.dither_seed = static_cast<std::uint64_t>(k);
+        auto code = opu::sim::encode(errors, options);
+        REQUIRE(code.ok());
+        mean += code->decode().cast<double>() / draws;
+      }
+      // One draw rounds each component to a neighbouring level max|e| / (2^planes - 1) apart:
+      // its standard deviation is at most half of that, so the mean of 20,000 draws is within
+      // 5 standard errors (a 1-in-10^6 miss per component) of e if the code is unbiased.
+      const double levels = std::ldexp(1.0, planes) - 1.0;
+      const double tolerance = 5.0 * 0.5 / levels / std::sqrt(static_cast<double>(draws));
+      const Eigen::MatrixXd bias = mean - errors.cast<double>();
+      CHECK(bias.cwiseAbs().maxCoeff() < tolerance);
+      // The thresholded ternary code moves sub-threshold mass onto the selected competitors:
+      // a bias far larger than the stochastic code's tolerance.
+      auto ternary = opu::sim::encode(errors, {Encoding::kTernary, 0.1F, 1});
+      REQUIRE(ternary.ok());
+      CHECK((ternary->decode() - errors).cwiseAbs().maxCoeff() > 5.0 * tolerance);
+    }
+  }
+
+  TEST_CASE("encode (stochastic): draws depend only on the seed and the vector's values") {
+    const Eigen::MatrixXf values = random_values(12, 4, 5);
+    LinearOptions options{Encoding::kStochastic, 0.0F, 1};
+    options.dither_seed = 7;
+    auto batch = opu::sim::encode(values, options);
+    auto alone = opu::sim::encode(values.col(2), options);
+    REQUIRE((batch.ok() && alone.ok()));
+    // Same vector, same seed: the same code wherever it sits in the batch (chunking is harmless).
+    CHECK(batch->decode().col(2) == alone->decode().col(0));
+    // Another seed draws again.
+    int differing = 0;
+    for (std::uint64_t seed = 8; seed < 18; ++seed) {
+      options.dither_seed = seed;
+      auto other = opu::sim::encode(values.col(2), options);
+      REQUIRE(other.ok());
+      if (other->decode() != alone->decode()) ++differing;
+    }
+    CHECK(differing >= 8);
+  }
+
+  TEST_CASE("encode (stochastic): components on a level are encoded exactly") {
+    // With 2 planes the levels are multiples of max|v| / 3: nothing to round.
+    Eigen::MatrixXf values(6, 1);
+    values << 0.9F, -0.6F, 0.3F, 0.0F, -0.9F, 0.6F;
+    for (std::uint64_t seed = 0; seed < 5; ++seed) {
+      LinearOptions options{Encoding::kStochastic, 0.0F, 2};
+      options.dither_seed = seed;
+      auto code = opu::sim::encode(values, options);
+      REQUIRE(code.ok());
+      CHECK((code->decode() - values).cwiseAbs().maxCoeff() < 1e-6);
+    }
+  }
+
+  TEST_CASE("Holography: shared frames measure each distinct code once") {
+    // 8 samples made of 2 distinct softmax errors (classes 0 and 1): 4 distinct ternary codes.
+    const Eigen::MatrixXf distinct = softmax_errors(10, 2, 6);
+    Eigen::MatrixXf values(10, 8);
+    for (std::int64_t s = 0; s < 8; ++s) values.col(s) = distinct.col(s % 2);
+    const auto request = [&](bool share) {
+      LinearOptions options{Encoding::kTernary, 0.1F, 1};
+      options.share_frames = share;
+      return opu::sim::LinearRequest{
+          10, 64, 8, {values.data(), static_cast<std::size_t>(values.size())}, options};
+    };
+    SUBCASE("realistic camera: 2 frames per distinct code, and identical samples agree") {
+      auto separate = make_sim("n_in=1024&n_out=64&seed=5")->linear_transform(request(false));
+      auto shared = make_sim("n_in=1024&n_out=64&seed=5")->linear_transform(request(true));
+      REQUIRE((separate.ok() && shared.ok()));
+      CHECK(separate->info.frames - shared->info.frames == 2 * (8 * 2 - 4));
+      CHECK(shared->values.col(0) == shared->values.col(2));
+      CHECK(separate->values.col(0) != separate->values.col(2));  // independent camera noise
+    }
+    SUBCASE("ideal camera: sharing changes nothing but the frame count") {
+      auto separate = make_sim("camera=ideal&n_out=64&seed=5")->linear_transform(request(false));
+      auto shared = make_sim("camera=ideal&n_out=64&seed=5")->linear_transform(request(true));
+      REQUIRE((separate.ok() && shared.ok()));
+      CHECK(relative_error(shared->values, separate->values) < 1e-5);
+    }
+  }
+
+  TEST_CASE("Holography (ideal camera): the stochastic projection is unbiased, ternary's is not") {
+    auto device = make_sim("camera=ideal&n_out=200&seed=8");
+    const Eigen::MatrixXf errors = softmax_errors(10, 4, 9);
+    const Eigen::MatrixXf want = exact(*device, errors, 200);
+    Eigen::MatrixXf mean = Eigen::MatrixXf::Zero(200, 4);
+    const int draws = 1600;
+    for (int k = 0; k < draws; ++k) {
+      LinearOptions options{Encoding::kStochastic, 0.0F, 1};
+      options.dither_seed = static_cast<std::uint64_t>(k);
+      mean += project(*device, errors, 200, options) / draws;
+    }
+    const double ternary = relative_error(project(*device, errors, 200), want);
+    const double stochastic = relative_error(mean, want);
+    MESSAGE("relative error of B·e: ternary " << ternary << ", mean of " << draws
+                                              << " stochastic draws " << stochastic);
+    // One stochastic draw is off by its dither noise, about |B e| itself for one plane (measured:
+    // 400 draws leave 0.05); the mean of 1,600 by about 1 / 40 = 0.025. Ternary's error is a
+    // bias: averaging cannot remove it.
+    CHECK(stochastic < 0.06);
+    CHECK(ternary > 2.0 * stochastic);
+  }
+
   TEST_CASE("Holography (ideal camera): equals the exact digital projector") {
     auto device = make_sim("camera=ideal&n_in=2048&n_out=300&seed=4");
     SUBCASE("binary vectors are encoded exactly") {

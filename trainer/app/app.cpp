@@ -185,10 +185,13 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       if (!opened.ok()) return fail(opened.status());
       device = std::move(*opened);
       sim::LinearOptions linear;
-      linear.encoding =
-          o.encoding == "bitplanes" ? sim::Encoding::kBitplanes : sim::Encoding::kTernary;
+      linear.encoding = *sim::parse_encoding(o.encoding);  // checked by finalize()
       linear.threshold = o.threshold;
       linear.bitplanes = o.bitplanes;
+      // The draws also depend on each error's values, so one seed per run gives fresh draws
+      // every step and survives --resume.
+      linear.dither_seed = o.seed;
+      linear.share_frames = o.share_frames;
       feedback = std::make_unique<DeviceFeedback>(*device, n_in, d_max, linear);
     }
   }

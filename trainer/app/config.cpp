@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include "opu_sim/device.h"
+
 namespace opu::trainer::app {
 namespace {
 
@@ -31,6 +33,7 @@ const std::map<std::string, Field>& fields() {
       {"encoding", field(&Options::encoding)},
       {"threshold", field(&Options::threshold)},
       {"bitplanes", field(&Options::bitplanes)},
+      {"share-frames", field(&Options::share_frames)},
       {"epochs", field(&Options::epochs)},
       {"batch", field(&Options::batch)},
       {"lr", field(&Options::lr)},
@@ -115,9 +118,10 @@ Status finalize(Options& o) {
   for (std::int64_t h : o.hidden) {
     if (h < 1) return bad("hidden", std::to_string(h), "sizes >= 1");
   }
-  if (o.encoding != "ternary" && o.encoding != "bitplanes") {
-    return bad("encoding", "'" + o.encoding + "'", "ternary or bitplanes");
+  if (!sim::parse_encoding(o.encoding).ok()) {
+    return bad("encoding", "'" + o.encoding + "'", "ternary, bitplanes or stochastic");
   }
+  if (o.bitplanes < 0) o.bitplanes = o.encoding == "stochastic" ? 2 : 4;
   if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
     return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
   }
@@ -168,9 +172,12 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
                  "noise, see --feedback-snr), or a device URI: sim://?..., grpc://h:p");
   cli.add_option("--feedback-snr", o.feedback_snr,
                  "digital-noisy: signal variance / noise variance of B e, per sample (> 0)");
-  cli.add_option("--encoding", o.encoding, "device feedback: ternary or bitplanes");
+  cli.add_option("--encoding", o.encoding,
+                 "device feedback: ternary (thresholded), bitplanes, or stochastic (unbiased)");
   cli.add_option("--threshold", o.threshold, "ternary threshold relative to max|e| (0.1)");
-  cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (4)");
+  cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (bitplanes 4, stochastic 2)");
+  cli.add_flag("--share-frames,!--no-share-frames", o.share_frames,
+               "identical codes within a batch are measured once (default on)");
   cli.add_option("--epochs", o.epochs, "epochs (mlp 15, gcn 200)");
   cli.add_option("--batch", o.batch, "mini-batch size (mlp, 128)");
   cli.add_option("--lr", o.lr, "learning rate (0.01)");

@@ -19,9 +19,13 @@ struct Options {
   std::string feedback = "digital";
   /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this.
   double feedback_snr = 0.0;
-  std::string encoding = "ternary";  // device feedback: ternary | bitplanes
-  float threshold = 0.1F;            // ternary threshold, relative to each sample's max |e|
-  int bitplanes = 4;                 // bit-planes per sign
+  // Device feedback. The default is the combination that closes the camera gap
+  // (docs/camera-gap.md): unbiased stochastic rounding to 2 bit-planes per sign, identical codes
+  // of a batch measured once. The literal schemes stay available for studies.
+  std::string encoding = "stochastic";  // ternary | bitplanes | stochastic
+  float threshold = 0.1F;               // ternary threshold, relative to each sample's max |e|
+  int bitplanes = -1;                   // bit-planes per sign: bitplanes 4, stochastic 2
+  bool share_frames = true;             // identical codes of a batch share their frames
   // Model-dependent defaults are marked by negative / empty values and filled by finalize().
   std::int64_t epochs = -1;          // mlp 15, gcn 200
   std::int64_t batch = 128;          // mlp only (gcn is full batch)

@@ -84,6 +84,7 @@ std::string DeviceFeedback::describe() const {
   } else {
     s += " bitplanes=" + std::to_string(options_.bitplanes);
   }
+  if (options_.share_frames) s += " shared-frames";
   return s;
 }
 

@@ -86,19 +86,30 @@ struct Frames {
 
 /// How a real-valued vector becomes binary frames (DESIGN.md §2.8).
 enum class Encoding : int {
-  kTernary = 1,    // v -> (v+ > t, v- > t), decoded mass-preserving; 2 signs x 2 frames
-  kBitplanes = 2,  // |v| quantised to `bitplanes` bits per sign; 2 signs x planes x 2 frames
+  kTernary = 1,     // v -> (v+ > t, v- > t), decoded mass-preserving; 2 signs x 2 frames
+  kBitplanes = 2,   // |v| quantised to `bitplanes` bits per sign; 2 signs x planes x 2 frames
+  kStochastic = 3,  // |v| stochastically rounded to `bitplanes` bits per sign: unbiased
 };
 
 std::string_view encoding_name(Encoding encoding);
+/// "ternary", "bitplanes" or "stochastic"; anything else is INVALID_ARGUMENT naming it.
+Result<Encoding> parse_encoding(std::string_view name);
 
 struct LinearOptions {
   Encoding encoding = Encoding::kTernary;
   /// Ternary: a component is "on" when |v_i| > threshold * max_i |v_i| (per sample), in [0, 1).
   /// Below 1/9 every 10-class softmax error keeps its largest competitor (DESIGN.md §2.8).
   float threshold = 0.1F;
-  /// Bit-planes per sign, in [1, 16] (only for kBitplanes).
+  /// Bit-planes per sign, in [1, 16] (kBitplanes, kStochastic).
   int bitplanes = 4;
+  /// kStochastic: the rounding draws are a pure function of (dither_seed, the sample's values),
+  /// so a call is reproducible (local == remote, any chunking) while different vectors, or the
+  /// same vector under another seed, get independent draws.
+  std::uint64_t dither_seed = 0;
+  /// Codes that are bit for bit identical within one call (e.g. the one-hot true-class code of
+  /// every softmax error of a class) are measured once and their frames shared: fewer frames,
+  /// at the price of noise that is common to the samples sharing them.
+  bool share_frames = false;
 };
 
 /// A batch of real vectors to project. `values` is borrowed: it must outlive the call.
