@@ -283,6 +283,8 @@ class OpuService final : public pb::OpuDevice::Service {
     }
     call.options.dither_seed = request.dither_seed();
     call.options.share_frames = request.share_frames();
+    call.options.repeats = request.repeats() == 0 ? 1 : request.repeats();  // 0: an older client
+    call.options.reference_repeats = request.reference_repeats();
     Result<sim::Projections> projections = device_->linear_transform(call);
     if (!projections.ok()) return projections.status().with_context("LinearTransform");
     const Eigen::MatrixXf& p = projections->values;

@@ -105,6 +105,15 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
     }
   }
   const LinearOptions& options = request.options;
+  if (options.repeats < 1 || options.repeats > 64) {
+    return invalid_argument("LinearTransform: repeats is " + std::to_string(options.repeats) +
+                            ", want 1..64");
+  }
+  if (options.reference_repeats < 0 || options.reference_repeats > 256) {
+    return invalid_argument("LinearTransform: reference_repeats is " +
+                            std::to_string(options.reference_repeats) +
+                            ", want 0 (device default) .. 256");
+  }
   switch (options.encoding) {
     case Encoding::kTernary:
       if (!(options.threshold >= 0.0F && options.threshold < 1.0F)) {

@@ -159,7 +159,7 @@ Result<double> choose_exposure(const CapturedFrames& probe, const DeviceInfo& in
   return std::clamp(exposure, 1.0, longest);
 }
 
-// A code that lights something, and the first of its two frames (x + r, then x).
+// A code that lights something, and the first of its frames: (x + r, x) pairs, `repeats` times.
 struct ActiveCode {
   std::int64_t sample = 0;
   std::int64_t code = 0;
@@ -171,10 +171,10 @@ struct CodeFrames {
   double mean_mirrors_on = 0.0;  // over the measured (x + r) frames, for the auto exposure
 };
 
-// Appends two frames (x + r, x) per code that lights something, or per distinct such code when
-// `share` is set, and says which frames each code reads.
+// Appends `repeats` pairs of frames (x + r, x) per code that lights something, or per distinct
+// such code when `share` is set, and says which frames each code reads.
 CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layout, bool share,
-                            PatternBatch& frames) {
+                            int repeats, PatternBatch& frames) {
   const std::int64_t code_bytes = packed_bytes(code.n_features);
   std::unordered_map<std::string_view, std::int64_t> measured;  // code bits -> first frame
   CodeFrames plan;
@@ -196,8 +196,10 @@ CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layo
       const std::int64_t frame = frames.frames();
       if (share) measured.emplace(key, frame);
       plan.active.push_back({s, c, frame});
-      frames.add(bits, true);
-      frames.add(bits, false);
+      for (int r = 0; r < repeats; ++r) {
+        frames.add(bits, true);
+        frames.add(bits, false);
+      }
       plan.mean_mirrors_on +=
           static_cast<double>(ones * layout.factor + layout.reference_mirrors());
       ++measured_codes;
@@ -309,11 +311,13 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
 
   // Codes that light nothing project to exactly 0 (L(0) = 0): no frames are spent on them.
   PatternBatch frames(layout);
-  const int repeats = std::max(1, config.reference_repeats);
+  const int repeats = std::max(1, request.options.reference_repeats > 0
+                                      ? request.options.reference_repeats
+                                      : config.reference_repeats);
   frames.add(nullptr, false);  // dark frame
   for (int r = 0; r < repeats; ++r) frames.add(nullptr, true);
   const CodeFrames plan =
-      plan_code_frames(code, layout, request.options.share_frames, frames);
+      plan_code_frames(code, layout, request.options.share_frames, request.options.repeats, frames);
   Projections result;
   result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
   double exposure = info.exposure_us;
@@ -356,11 +360,17 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   const float scale =
       std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
 
+  const int code_repeats = request.options.repeats;
+  Eigen::ArrayXf difference(request.n_out);
   for (const ActiveCode& active : plan.active) {
+    difference.setZero();
+    for (int r = 0; r < code_repeats; ++r) {
+      difference += counts.col(active.frame + 2 * r).array() -
+                    counts.col(active.frame + 2 * r + 1).array();
+    }
     const float weight = code.weights(active.code, active.sample) * scale;
     result.values.col(active.sample).array() +=
-        weight * (counts.col(active.frame).array() - counts.col(active.frame + 1).array() -
-                  reference.array()) *
+        weight * (difference / static_cast<float>(code_repeats) - reference.array()) *
         inverse_norm.array();
   }
   return result;

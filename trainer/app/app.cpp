@@ -192,6 +192,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       // every step and survives --resume.
       linear.dither_seed = o.seed;
       linear.share_frames = o.share_frames;
+      linear.repeats = o.repeats;
+      linear.reference_repeats = o.reference_repeats;
       feedback = std::make_unique<DeviceFeedback>(*device, n_in, d_max, linear);
     }
   }

@@ -34,6 +34,8 @@ const std::map<std::string, Field>& fields() {
       {"threshold", field(&Options::threshold)},
       {"bitplanes", field(&Options::bitplanes)},
       {"share-frames", field(&Options::share_frames)},
+      {"repeats", field(&Options::repeats)},
+      {"reference-repeats", field(&Options::reference_repeats)},
       {"epochs", field(&Options::epochs)},
       {"batch", field(&Options::batch)},
       {"lr", field(&Options::lr)},
@@ -125,6 +127,10 @@ Status finalize(Options& o) {
   if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
     return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
   }
+  if (o.repeats < 1 || o.repeats > 64) return bad("repeats", std::to_string(o.repeats), "in [1, 64]");
+  if (o.reference_repeats < 0 || o.reference_repeats > 256) {
+    return bad("reference-repeats", std::to_string(o.reference_repeats), "in [0, 256]");
+  }
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
   }
@@ -178,6 +184,10 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (bitplanes 4, stochastic 2)");
   cli.add_flag("--share-frames,!--no-share-frames", o.share_frames,
                "identical codes within a batch are measured once (default on)");
+  cli.add_option("--repeats", o.repeats,
+                 "device feedback: frames of each code taken N times and averaged (4)");
+  cli.add_option("--reference-repeats", o.reference_repeats,
+                 "device feedback: reference frames averaged per call, 0 = device default (32)");
   cli.add_option("--epochs", o.epochs, "epochs (mlp 15, gcn 200)");
   cli.add_option("--batch", o.batch, "mini-batch size (mlp, 128)");
   cli.add_option("--lr", o.lr, "learning rate (0.01)");

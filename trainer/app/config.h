@@ -21,11 +21,14 @@ struct Options {
   double feedback_snr = 0.0;
   // Device feedback. The default is the combination that closes the camera gap
   // (docs/camera-gap.md): unbiased stochastic rounding to 2 bit-planes per sign, identical codes
-  // of a batch measured once. The literal schemes stay available for studies.
+  // of a batch measured once, each code's frames averaged 4 times, the reference 32 times. The
+  // literal scheme (ternary, no sharing, 1 repeat, the device's reference) stays available.
   std::string encoding = "stochastic";  // ternary | bitplanes | stochastic
   float threshold = 0.1F;               // ternary threshold, relative to each sample's max |e|
   int bitplanes = -1;                   // bit-planes per sign: bitplanes 4, stochastic 2
   bool share_frames = true;             // identical codes of a batch share their frames
+  int repeats = 4;                      // frames of each code taken this many times, averaged
+  int reference_repeats = 32;           // reference frames averaged per call (0: device default)
   // Model-dependent defaults are marked by negative / empty values and filled by finalize().
   std::int64_t epochs = -1;          // mlp 15, gcn 200
   std::int64_t batch = 128;          // mlp only (gcn is full batch)

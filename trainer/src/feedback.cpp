@@ -85,6 +85,10 @@ std::string DeviceFeedback::describe() const {
     s += " bitplanes=" + std::to_string(options_.bitplanes);
   }
   if (options_.share_frames) s += " shared-frames";
+  if (options_.repeats > 1) s += " repeats=" + std::to_string(options_.repeats);
+  if (options_.reference_repeats > 0) {
+    s += " reference_repeats=" + std::to_string(options_.reference_repeats);
+  }
   return s;
 }
 

@@ -110,6 +110,13 @@ struct LinearOptions {
   /// every softmax error of a class) are measured once and their frames shared: fewer frames,
   /// at the price of noise that is common to the samples sharing them.
   bool share_frames = false;
+  /// Each measured code's two frames are taken this many times and averaged, in [1, 64]: camera
+  /// noise variance / repeats, for repeats times the frames.
+  int repeats = 1;
+  /// Reference frames averaged for I(r), in [0, 256]; 0 = the device's default. The reference's
+  /// noise is common to every vector of the call, so it does not average out over a batch the
+  /// way each code's own noise does: a batch of feedback errors wants many (docs/camera-gap.md).
+  int reference_repeats = 0;
 };
 
 /// A batch of real vectors to project. `values` is borrowed: it must outlive the call.

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The camera-gap experiments of docs/camera-gap.md: DFA on Fashion-MNIST (and the GCN on Cora)
+# with digital feedback, the literal ternary OPU scheme and the remedies, several seeds each; then
+# a summary table (Markdown) and plots (gnuplot SVG) from the per-epoch metrics.
+#
+#   scripts/camera_gap.sh [OUT_DIR]        (default out/camera-gap)
+#
+# Environment: BUILD (a build folder with opu-train and opu-serve, default build/release),
+# SEEDS (default "1 2 3"), EPOCHS (default 15), TRAIN_RUNS=0 to only summarise and plot the runs
+# already in OUT_DIR/runs. Finished runs are kept and skipped, so a killed script continues where
+# it stopped. One run at a time, one thread each.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+OUT=${1:-out/camera-gap}
+BUILD=${BUILD:-build/release}
+SEEDS=${SEEDS:-1 2 3}
+EPOCHS=${EPOCHS:-15}
+TRAIN_RUNS=${TRAIN_RUNS:-1}
+TRAIN="$BUILD/trainer/opu-train"
+SERVE="$BUILD/offload/opu-serve"
+mkdir -p "$OUT/runs"
+
+train_all() {
+for tool in "$TRAIN" "$SERVE"; do
+  [[ -x "$tool" ]] || { echo "camera_gap.sh: $tool not found; build first (BUILD=...)" >&2; exit 2; }
+done
+
+# The realistic simulated OPU served over loopback, as the README's main job uses it.
+"$SERVE" --listen 127.0.0.1:0 --seed 7 --camera realistic > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$OUT/serve.log" && break; sleep 0.1; done
+SERVED="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$OUT/serve.log")"
+REALISTIC="sim://?seed=7&camera=realistic"
+IDEAL="sim://?seed=7&camera=ideal"
+
+# run NAME SEED OPU-TRAIN-ARGS...: metrics in runs/NAME.sSEED.jsonl, written only when finished.
+run() {
+  local name=$1 seed=$2
+  shift 2
+  local metrics="$OUT/runs/$name.s$seed.jsonl"
+  [[ -s "$metrics" ]] && return 0
+  echo "camera_gap.sh: $name seed $seed" >&2
+  local epochs=$EPOCHS align=50
+  [[ $name == gcn-* ]] && epochs=200 align=10
+  "$TRAIN" --method dfa --seed "$seed" --epochs "$epochs" --align-every "$align" \
+    --metrics "$metrics.part" "$@" > "$OUT/runs/$name.s$seed.out" 2>&1
+  mv "$metrics.part" "$metrics"
+}
+
+RAW=(--normalize 0 1)
+# The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
+LITERAL=(--encoding ternary --no-share-frames --repeats 1 --reference-repeats 0)
+SINGLE=(--repeats 1 --reference-repeats 0)
+for seed in $SEEDS; do
+  run raw-digital "$seed" "${RAW[@]}" --feedback digital
+  run raw-opu-default "$seed" "${RAW[@]}" --feedback "$SERVED"
+  run raw-ternary "$seed" "${RAW[@]}" --feedback "$REALISTIC" "${LITERAL[@]}"
+  run raw-ternary-ideal "$seed" "${RAW[@]}" --feedback "$IDEAL" "${LITERAL[@]}"
+  run raw-stochastic1 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --encoding stochastic \
+    --bitplanes 1 --no-share-frames "${SINGLE[@]}"
+  run raw-stochastic2 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --encoding stochastic \
+    --bitplanes 2 --no-share-frames "${SINGLE[@]}"
+  run raw-stochastic2-shared "$seed" "${RAW[@]}" --feedback "$REALISTIC" "${SINGLE[@]}"
+  run raw-stochastic2-shared-ref32 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --repeats 1
+  run norm-digital "$seed" --feedback digital
+  run norm-opu-default "$seed" --feedback "$SERVED"
+  run norm-stochastic2-shared "$seed" --feedback "$REALISTIC" "${SINGLE[@]}"
+  run gcn-digital "$seed" --model gcn --feedback digital
+  run gcn-opu-default "$seed" --model gcn --feedback "$SERVED"
+  run gcn-ternary "$seed" --model gcn --feedback "$REALISTIC" "${LITERAL[@]}"
+done
+}
+[[ "$TRAIN_RUNS" == 0 ]] || train_all
+
+# --- summary: one row per configuration, mean (and spread) over the seeds ---
+# Per run: final, best and mean-of-last-5 test accuracy; training loss at the first of the last
+# 10 epochs and at the last; final alignment; frames per training sample; device time per epoch.
+summarise() {
+  awk '
+    function num(key,   m) {
+      if (match($0, "\"" key "\":[-0-9.e]+")) return substr($0, RSTART + length(key) + 3, RLENGTH - length(key) - 3) + 0
+      return 0
+    }
+    /"type":"epoch"/ {
+      n++; acc[n] = num("test_accuracy"); loss[n] = num("loss"); frames += num("frames");
+      device += num("device_time_s"); train = num("train_accuracy")
+      h1 = 0; h2 = 0
+      if (match($0, /"h1":\{"mean":[-0-9.e]+/)) h1 = substr($0, RSTART + 13, RLENGTH - 13) + 0
+      if (match($0, /"h2":\{"mean":[-0-9.e]+/)) h2 = substr($0, RSTART + 13, RLENGTH - 13) + 0
+      if (match($0, /"hidden":\{"mean":[-0-9.e]+/)) h1 = substr($0, RSTART + 17, RLENGTH - 17) + 0
+    }
+    END {
+      best = 0; last5 = 0
+      for (i = 1; i <= n; i++) { if (acc[i] > best) best = acc[i] }
+      k = n < 5 ? n : 5
+      for (i = n - k + 1; i <= n; i++) last5 += acc[i] / k
+      first = n > 10 ? n - 9 : 1
+      printf "%f %f %f %f %f %f %f %f %f\n", acc[n], best, last5, loss[first], loss[n], h1, h2, frames, device / n
+    }' "$1"
+}
+
+samples_per_epoch() {  # training samples behind one epoch's frames
+  case $1 in gcn-*) echo 140 ;; *) echo 60000 ;; esac
+}
+
+{
+  echo "| configuration | final test % (mean ± sd) | best % | mean of last 5 % | train loss: epoch n-9 → n | alignment h1 / h2 | frames per sample | device s per epoch |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for name in $(ls "$OUT/runs" | sed -n 's/\.s[0-9]*\.jsonl$//p' | sort -u); do
+    for metrics in "$OUT/runs/$name".s*.jsonl; do summarise "$metrics"; done |
+      awk -v name="$name" -v per="$(samples_per_epoch "$name")" -v epochs="$EPOCHS" '
+        { n++; f[n] = $1 * 100; b += $2 * 100; l5 += $3 * 100; lf += $4; ll += $5; a1 += $6; a2 += $7;
+          fr += $8; dev += $9 }
+        END {
+          for (i = 1; i <= n; i++) m += f[i] / n
+          for (i = 1; i <= n; i++) v += (f[i] - m) ^ 2
+          sd = n > 1 ? sqrt(v / (n - 1)) : 0
+          ep = name ~ /^gcn-/ ? 200 : epochs
+          printf "| %s (%d seeds) | %.2f ± %.2f | %.2f | %.2f | %.3f → %.3f | %.2f / %.2f | %.2f | %.1f |\n",
+            name, n, m, sd, b / n, l5 / n, lf / n, ll / n, a1 / n, a2 / n, fr / n / (per * ep), dev / n
+        }'
+  done
+} > "$OUT/summary.md"
+cat "$OUT/summary.md"
+
+# --- plots: training loss and test accuracy per epoch, mean over seeds ---
+per_epoch() {  # NAME FIELD: "epoch mean" lines
+  for metrics in "$OUT/runs/$1".s*.jsonl; do
+    awk -v field="$2" '/"type":"epoch"/ {
+      match($0, "\"epoch\":[0-9]+"); e = substr($0, RSTART + 8, RLENGTH - 8)
+      match($0, "\"" field "\":[-0-9.e]+"); print e, substr($0, RSTART + length(field) + 3, RLENGTH - length(field) - 3) }' "$metrics"
+  done | awk '{ s[$1] += $2; c[$1]++ } END { for (e in s) print e, s[e] / c[e] }' | sort -n
+}
+if command -v gnuplot > /dev/null; then
+  for field in loss test_accuracy; do
+    for name in raw-digital raw-ternary raw-ternary-ideal raw-stochastic1 raw-stochastic2 \
+      raw-stochastic2-shared raw-opu-default; do
+      [[ -e "$OUT/runs/$name.s${SEEDS%% *}.jsonl" ]] && per_epoch "$name" "$field" > "$OUT/$name.$field.dat"
+    done
+    gnuplot <<EOF
+set terminal svg size 720,420 font "sans,11"
+set output "$OUT/$field.svg"
+set title "Fashion-MNIST 784-256-256-10, DFA, inputs in [0, 1]: $field per epoch (mean over seeds $SEEDS)"
+set xlabel "epoch"
+set ylabel "${field/_/ }"
+set key outside right
+set grid
+plot "$OUT/raw-digital.$field.dat" with linespoints title "digital B", \
+     "$OUT/raw-ternary.$field.dat" with linespoints title "OPU, ternary (literal)", \
+     "$OUT/raw-ternary-ideal.$field.dat" with linespoints title "ideal camera, ternary", \
+     "$OUT/raw-stochastic1.$field.dat" with linespoints title "OPU, stochastic 1 plane", \
+     "$OUT/raw-stochastic2.$field.dat" with linespoints title "OPU, stochastic 2 planes", \
+     "$OUT/raw-stochastic2-shared.$field.dat" with linespoints title "OPU, + shared frames", \
+     "$OUT/raw-opu-default.$field.dat" with linespoints title "OPU default: + 4 repeats, 32 references (served)"
+EOF
+  done
+  echo "camera_gap.sh: plots in $OUT/loss.svg and $OUT/test_accuracy.svg" >&2
+else
+  echo "camera_gap.sh: gnuplot not found (scripts/bootstrap.sh installs it): no plots" >&2
+fi
