@@ -21,20 +21,6 @@ TRAIN="$BUILD/trainer/opu-train"
 SERVE="$BUILD/offload/opu-serve"
 mkdir -p "$OUT/runs"
 
-train_all() {
-for tool in "$TRAIN" "$SERVE"; do
-  [[ -x "$tool" ]] || { echo "camera_gap.sh: $tool not found; build first (BUILD=...)" >&2; exit 2; }
-done
-
-# The realistic simulated OPU served over loopback, as the README's main job uses it.
-"$SERVE" --listen 127.0.0.1:0 --seed 7 --camera realistic > "$OUT/serve.log" 2>&1 &
-SERVER=$!
-trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$OUT/serve.log" && break; sleep 0.1; done
-SERVED="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$OUT/serve.log")"
-REALISTIC="sim://?seed=7&camera=realistic"
-IDEAL="sim://?seed=7&camera=ideal"
-
 # run NAME SEED OPU-TRAIN-ARGS...: metrics in runs/NAME.sSEED.jsonl, written only when finished.
 run() {
   local name=$1 seed=$2
@@ -49,29 +35,43 @@ run() {
   mv "$metrics.part" "$metrics"
 }
 
-RAW=(--normalize 0 1)
-# The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
-LITERAL=(--encoding ternary --no-share-frames --repeats 1 --reference-repeats 0)
-SINGLE=(--repeats 1 --reference-repeats 0)
-for seed in $SEEDS; do
-  run raw-digital "$seed" "${RAW[@]}" --feedback digital
-  run raw-opu-default "$seed" "${RAW[@]}" --feedback "$SERVED"
-  run raw-ternary "$seed" "${RAW[@]}" --feedback "$REALISTIC" "${LITERAL[@]}"
-  run raw-ternary-ideal "$seed" "${RAW[@]}" --feedback "$IDEAL" "${LITERAL[@]}"
-  run raw-stochastic1 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --encoding stochastic \
-    --bitplanes 1 --no-share-frames "${SINGLE[@]}"
-  run raw-stochastic2 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --encoding stochastic \
-    --bitplanes 2 --no-share-frames "${SINGLE[@]}"
-  run raw-stochastic2-shared "$seed" "${RAW[@]}" --feedback "$REALISTIC" "${SINGLE[@]}"
-  run raw-stochastic2-shared-ref32 "$seed" "${RAW[@]}" --feedback "$REALISTIC" --repeats 1
-  run norm-digital "$seed" --feedback digital
-  run norm-opu-default "$seed" --feedback "$SERVED"
-  run norm-stochastic2-shared "$seed" --feedback "$REALISTIC" "${SINGLE[@]}"
-  run gcn-digital "$seed" --model gcn --feedback digital
-  run gcn-opu-default "$seed" --model gcn --feedback "$SERVED"
-  run gcn-ternary "$seed" --model gcn --feedback "$REALISTIC" "${LITERAL[@]}"
-done
+train_all() {
+  local tool
+  for tool in "$TRAIN" "$SERVE"; do
+    [[ -x "$tool" ]] || { echo "camera_gap.sh: $tool not found; build first (BUILD=...)" >&2; exit 2; }
+  done
+  # The realistic simulated OPU served over loopback, as the README's main job uses it.
+  "$SERVE" --listen 127.0.0.1:0 --seed 7 --camera realistic > "$OUT/serve.log" 2>&1 &
+  SERVER=$!
+  trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$OUT/serve.log" && break; sleep 0.1; done
+  local served="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$OUT/serve.log")"
+  local realistic="sim://?seed=7&camera=realistic" ideal="sim://?seed=7&camera=ideal"
+  local raw=(--normalize 0 1)
+  # The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
+  local literal=(--encoding ternary --no-share-frames --repeats 1 --reference-repeats 0)
+  local single=(--repeats 1 --reference-repeats 0)
+  local seed
+  for seed in $SEEDS; do
+    run raw-digital "$seed" "${raw[@]}" --feedback digital
+    run raw-opu-default "$seed" "${raw[@]}" --feedback "$served"
+    run raw-ternary "$seed" "${raw[@]}" --feedback "$realistic" "${literal[@]}"
+    run raw-ternary-ideal "$seed" "${raw[@]}" --feedback "$ideal" "${literal[@]}"
+    run raw-stochastic1 "$seed" "${raw[@]}" --feedback "$realistic" --encoding stochastic \
+      --bitplanes 1 --no-share-frames "${single[@]}"
+    run raw-stochastic2 "$seed" "${raw[@]}" --feedback "$realistic" --encoding stochastic \
+      --bitplanes 2 --no-share-frames "${single[@]}"
+    run raw-stochastic2-shared "$seed" "${raw[@]}" --feedback "$realistic" "${single[@]}"
+    run raw-stochastic2-shared-ref32 "$seed" "${raw[@]}" --feedback "$realistic" --repeats 1
+    run norm-digital "$seed" --feedback digital
+    run norm-opu-default "$seed" --feedback "$served"
+    run norm-stochastic2-shared "$seed" --feedback "$realistic" "${single[@]}"
+    run gcn-digital "$seed" --model gcn --feedback digital
+    run gcn-opu-default "$seed" --model gcn --feedback "$served"
+    run gcn-ternary "$seed" --model gcn --feedback "$realistic" "${literal[@]}"
+  done
 }
+
 [[ "$TRAIN_RUNS" == 0 ]] || train_all
 
 # --- summary: one row per configuration, mean (and spread) over the seeds ---
@@ -86,10 +86,11 @@ summarise() {
     /"type":"epoch"/ {
       n++; acc[n] = num("test_accuracy"); loss[n] = num("loss"); frames += num("frames");
       device += num("device_time_s"); train = num("train_accuracy")
-      h1 = 0; h2 = 0
+    }
+    # The last alignment measurement (an epoch line has none when no step of it was measured).
+    /"type":"alignment"/ {
       if (match($0, /"h1":\{"mean":[-0-9.e]+/)) h1 = substr($0, RSTART + 13, RLENGTH - 13) + 0
       if (match($0, /"h2":\{"mean":[-0-9.e]+/)) h2 = substr($0, RSTART + 13, RLENGTH - 13) + 0
-      if (match($0, /"hidden":\{"mean":[-0-9.e]+/)) h1 = substr($0, RSTART + 17, RLENGTH - 17) + 0
     }
     END {
       best = 0; last5 = 0
@@ -106,7 +107,7 @@ samples_per_epoch() {  # training samples behind one epoch's frames
 }
 
 {
-  echo "| configuration | final test % (mean ± sd) | best % | mean of last 5 % | train loss: epoch n-9 → n | alignment h1 / h2 | frames per sample | device s per epoch |"
+  echo "| configuration | final test % (mean ± sd) | best % | mean of last 5 % | train loss: epoch n-9 → n | alignment h1 / h2 (last) | frames per sample | device s per epoch |"
   echo "|---|---|---|---|---|---|---|---|"
   for name in $(ls "$OUT/runs" | sed -n 's/\.s[0-9]*\.jsonl$//p' | sort -u); do
     for metrics in "$OUT/runs/$name".s*.jsonl; do summarise "$metrics"; done |

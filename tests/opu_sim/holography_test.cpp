@@ -193,6 +193,44 @@ TEST_SUITE("opu_sim") {
     CHECK(ternary > 2.0 * stochastic);
   }
 
+  TEST_CASE("Holography: repeats and reference_repeats average the camera's noise") {
+    const Eigen::MatrixXf errors = softmax_errors(10, 16, 10);
+    const Eigen::MatrixXf exact_code =
+        project(*make_sim("camera=ideal&n_out=128&seed=11"), errors, 128);
+    // Mean squared error against the ideal camera (same codes: ternary is deterministic) over
+    // 40 calls, and the frames of one call.
+    const auto noise = [&](int repeats, int reference_repeats) {
+      auto device = make_sim("n_out=128&seed=11");
+      LinearOptions options{Encoding::kTernary, 0.1F, 1};
+      options.repeats = repeats;
+      options.reference_repeats = reference_repeats;
+      double power = 0.0;
+      std::int64_t frames = 0;
+      for (int call = 0; call < 40; ++call) {
+        auto result = device->linear_transform(
+            {10, 128, 16, {errors.data(), static_cast<std::size_t>(errors.size())}, options});
+        REQUIRE(result.ok());
+        power += (result->values - exact_code).squaredNorm() / 40.0;
+        frames = result->info.frames;
+      }
+      return std::pair{power, frames};
+    };
+    const auto [single, single_frames] = noise(1, 64);
+    const auto [averaged, averaged_frames] = noise(4, 64);
+    const auto [one_reference, one_reference_frames] = noise(4, 1);
+    MESSAGE("noise power: 1 repeat " << single << ", 4 repeats " << averaged
+                                     << ", 4 repeats with one reference frame " << one_reference);
+    // 16 samples x 2 codes, each code's pair taken 4 times instead of once: 3 x 64 more frames.
+    CHECK(averaged_frames - single_frames == 3 * 2 * 16 * 2);
+    // With the reference averaged 64 times the code frames carry nearly all the noise, so 4
+    // repeats divide it by nearly 4 (40 calls estimate each power within ~10%: 3 to 5).
+    CHECK(single / averaged > 3.0);
+    CHECK(single / averaged < 5.0);
+    // One reference frame instead of 64 adds its own noise, common to every sample of the call.
+    CHECK(one_reference > 1.3 * averaged);
+    CHECK(one_reference_frames == averaged_frames - 63);
+  }
+
   TEST_CASE("Holography (ideal camera): equals the exact digital projector") {
     auto device = make_sim("camera=ideal&n_in=2048&n_out=300&seed=4");
     SUBCASE("binary vectors are encoded exactly") {

@@ -88,6 +88,39 @@ TEST_SUITE("trainer") {
     CHECK(app::finalize(resume).message().find("--checkpoint") != std::string::npos);
   }
 
+  TEST_CASE("opu-train options: device feedback defaults to the camera-gap remedies") {
+    Options o;
+    REQUIRE(app::finalize(o).ok());
+    CHECK(o.encoding == "stochastic");
+    CHECK(o.bitplanes == 2);
+    CHECK(o.share_frames);
+    CHECK(o.repeats == 4);
+    CHECK(o.reference_repeats == 32);
+    // Flags, then finalize() (as run_training does): the literal scheme, bit-planes keeping their
+    // own default plane count, and out-of-range values named.
+    const auto finalized = [&](std::vector<std::string> args) -> Result<Options> {
+      Result<Options> parsed = parse(std::move(args));
+      if (!parsed.ok()) return parsed.status();
+      OPU_RETURN_IF_ERROR(app::finalize(*parsed));
+      return parsed;
+    };
+    Result<Options> literal = finalized({"--encoding", "ternary", "--no-share-frames",
+                                         "--repeats", "1", "--reference-repeats", "0"});
+    REQUIRE(literal.ok());
+    CHECK(literal->encoding == "ternary");
+    CHECK(!literal->share_frames);
+    CHECK(literal->repeats == 1);
+    CHECK(literal->reference_repeats == 0);
+    Result<Options> planes = finalized({"--encoding", "bitplanes"});
+    REQUIRE(planes.ok());
+    CHECK(planes->bitplanes == 4);
+    CHECK(finalized({"--encoding", "gray"}).status().message() ==
+          "--encoding is 'gray', want ternary, bitplanes or stochastic");
+    CHECK(finalized({"--repeats", "0"}).status().message() == "--repeats is 0, want in [1, 64]");
+    CHECK(finalized({"--reference-repeats", "300"}).status().message() ==
+          "--reference-repeats is 300, want in [0, 256]");
+  }
+
   TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {
     test::TempDir dir("app_run");
     test::write_idx_folder(dir.str(), test::make_blobs(512, 16, 3, 1),

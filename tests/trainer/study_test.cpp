@@ -143,6 +143,19 @@ TEST_SUITE("trainer") {
       CHECK(status.code() == opu::StatusCode::kInvalidArgument);
       CHECK(status.message().find(named) != std::string::npos);
     }
+    // A threshold only means something to the ternary code, bit-planes to the bit-plane code:
+    // sweeping either selects its encoding, whatever opu-train's default encoding is.
+    for (const auto& [sweep, encoding] : std::vector<std::pair<std::string, std::string>>{
+             {"threshold=0.2", "ternary"}, {"bitplanes=3", "bitplanes"}}) {
+      StudySpec spec = tiny_spec();
+      spec.sweeps = {axis(sweep)};
+      const std::vector<Point> points = expand_points(spec);
+      REQUIRE(!points.empty());
+      opu::Result<opu::trainer::app::Options> options =
+          run_options(spec, points.front(), 1, "sim://", 0.0);
+      REQUIRE_MESSAGE(options.ok(), options.status().to_string());
+      CHECK(options->encoding == encoding);
+    }
     StudySpec remote = tiny_spec();
     remote.devices = {"grpc://127.0.0.1:1"};
     remote.sweeps = {axis("adc_bits=4")};

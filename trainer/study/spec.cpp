@@ -18,9 +18,10 @@ constexpr std::string_view kFullWell = "full_well_e";
 
 const std::vector<std::pair<std::string, std::string>>& feedback_parameters() {
   static const std::vector<std::pair<std::string, std::string>> kParams = {
-      {"threshold", "ternary threshold relative to max|e| (opu-train --threshold)"},
+      {"threshold",
+       "ternary threshold relative to max|e|; implies encoding=ternary (opu-train --threshold)"},
       {"bitplanes", "bit-planes per sign; implies encoding=bitplanes (opu-train --bitplanes)"},
-      {"encoding", "ternary or bitplanes (opu-train --encoding)"},
+      {"encoding", "ternary, bitplanes or stochastic (opu-train --encoding)"},
   };
   return kParams;
 }
@@ -95,6 +96,7 @@ Status apply_feedback_value(const std::string& name, const std::string& value, a
   if (!number.ok()) return number.status();
   if (name == "threshold") {
     o.threshold = static_cast<float>(*number);
+    o.encoding = "ternary";
   } else {
     if (*number != std::floor(*number)) {
       return invalid_argument(what + ": bit-planes want an integer");
