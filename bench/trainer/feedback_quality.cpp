@@ -49,8 +49,8 @@ std::vector<Scheme> schemes() {
       {"stochastic, 2 planes", "realistic", options(Encoding::kStochastic, 2, false, 1, 0)},
       {"+ shared frames", "realistic", options(Encoding::kStochastic, 2, true, 1, 0)},
       {"+ 32 reference frames", "realistic", options(Encoding::kStochastic, 2, true, 1, 32)},
-      {"+ 4 repeats (default)", "realistic", options(Encoding::kStochastic, 2, true, 4, 32)},
-      {"default, ideal camera", "ideal", options(Encoding::kStochastic, 2, true, 4, 32)},
+      {"+ 4 repeats (default)", "realistic", opu::trainer::recommended_linear_options()},
+      {"default, ideal camera", "ideal", opu::trainer::recommended_linear_options()},
   };
 }
 

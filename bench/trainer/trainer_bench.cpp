@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     }
     const std::vector<Eigen::Index> paper = {256, 256};
     Setup digital(paper, Method::kDfa, std::make_unique<DigitalFeedback>(10, 256, 1));
-    auto* device_feedback = new DeviceFeedback(**device, 10, 256, opu::sim::LinearOptions{});
+    auto* device_feedback = new DeviceFeedback(**device, 10, 256, recommended_linear_options());
     Setup on_device(paper, Method::kDfa, std::unique_ptr<FeedbackSource>(device_feedback));
     // Realistic errors: softmax - onehot of an untrained net; random batches, same for both.
     double wall_digital = 0.0, wall_device = 0.0;

@@ -70,6 +70,16 @@ void DigitalFeedback::add_noise(Eigen::MatrixXf& out) const {
   }
 }
 
+sim::LinearOptions recommended_linear_options() {
+  sim::LinearOptions options;
+  options.encoding = sim::Encoding::kStochastic;
+  options.bitplanes = 2;
+  options.share_frames = true;
+  options.repeats = 4;
+  options.reference_repeats = 32;
+  return options;
+}
+
 DeviceFeedback::DeviceFeedback(sim::Device& device, Eigen::Index n_in, Eigen::Index n_out,
                                sim::LinearOptions options)
     : FeedbackSource(n_in, n_out),

@@ -92,6 +92,12 @@ class DigitalFeedback final : public FeedbackSource {
   std::uint64_t noise_key_;
 };
 
+/// The device-feedback scheme that closes the camera gap (docs/camera-gap.md), opu-train's
+/// default: unbiased stochastic rounding to 2 bit-planes per sign, identical codes of a call
+/// measured once, each code's frame pair averaged 4 times, the reference 32 times per call.
+/// (sim::LinearOptions{} is the literal scheme: thresholded ternary, one frame pair per code.)
+sim::LinearOptions recommended_linear_options();
+
 /// B·e computed by a Device's linear transform. The device is borrowed and must outlive this.
 /// All-zero error columns (GCN nodes outside the training set) are not sent: their projection is 0
 /// by linearity, and sending them would waste frames.
