@@ -65,6 +65,10 @@ train_all() {
     run raw-stochastic2-shared-ref32 "$seed" "${raw[@]}" --feedback "$realistic" --repeats 1
     run norm-digital "$seed" --feedback digital
     run norm-opu-default "$seed" --feedback "$served"
+    run norm-ternary "$seed" --feedback "$realistic" "${literal[@]}"
+    # The paper's normalisation at half the learning rate, where digital DFA is stable.
+    run norm-lr005-digital "$seed" --lr 0.005 --feedback digital
+    run norm-lr005-opu-default "$seed" --lr 0.005 --feedback "$served"
     run norm-stochastic2-shared "$seed" --feedback "$realistic" "${single[@]}"
     run gcn-digital "$seed" --model gcn --feedback digital
     run gcn-opu-default "$seed" --model gcn --feedback "$served"
