@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,13 @@ using nlohmann::json;
 struct FieldError {
   Status status;
 };
+
+// A number as a person writes it (321.5, 2e+06), for messages.
+std::string show_number(double value) {
+  std::ostringstream text;
+  text << value;
+  return text.str();
+}
 
 std::string show(const json& value) {
   std::string text = value.dump();
@@ -540,7 +548,56 @@ DeviceSettings device_settings(const CalibrationFile& file) {
     settings.dark_level_counts = file.noise->dark_level_counts;
   }
   if (file.drift) settings.recalibrate_after_s = file.drift->recalibrate_after_s;
+  if (file.device) {
+    settings.device_max_n_in = file.device->max_n_in;
+    settings.device_max_n_out = file.device->max_n_out;
+  }
+  // Consumers look pixels up by bisection; the file does not promise an order.
+  std::sort(settings.masked_pixels.begin(), settings.masked_pixels.end());
+  settings.masked_pixels.erase(
+      std::unique(settings.masked_pixels.begin(), settings.masked_pixels.end()),
+      settings.masked_pixels.end());
   return settings;
+}
+
+Result<DeviceSettings> load_device_settings(const std::string& path) {
+  Result<CalibrationFile> file = load_calibration(path);
+  if (!file.ok()) return file.status();
+  if (!file->exposure) {
+    return failed_precondition(path +
+                               ": exposure: got nothing (missing), want the section that "
+                               "'opu-calibrate exposure --out " +
+                               path + "' writes (the exposure and the masked pixels)");
+  }
+  return device_settings(*file);
+}
+
+Status check_device_settings(const DeviceSettings& settings, const DeviceLimits& device,
+                             std::string_view source_view) {
+  const std::string source(source_view);
+  const auto shape_differs = [](std::int64_t recorded, std::int64_t actual) {
+    return recorded > 0 && recorded != actual;
+  };
+  if (shape_differs(settings.device_max_n_in, device.max_n_in) ||
+      shape_differs(settings.device_max_n_out, device.max_n_out)) {
+    return failed_precondition(
+        source + ": device: got a device of " + std::to_string(settings.device_max_n_in) +
+        " mirrors x " + std::to_string(settings.device_max_n_out) + " pixels, want this one's " +
+        std::to_string(device.max_n_in) + " x " + std::to_string(device.max_n_out) +
+        " (a calibration of another device; calibrate this one)");
+  }
+  if (device.max_exposure_us > 0.0 && settings.exposure_us > device.max_exposure_us) {
+    return out_of_range(
+        source + ": exposure.exposure_us: got " + show_number(settings.exposure_us) +
+        ", want at most the device's max_exposure_us " + show_number(device.max_exposure_us));
+  }
+  if (!settings.masked_pixels.empty() && settings.masked_pixels.back() >= device.max_n_out) {
+    return out_of_range(source + ": exposure.masked_pixels: got pixel " +
+                        std::to_string(settings.masked_pixels.back()) +
+                        ", want pixels below the device's max_n_out " +
+                        std::to_string(device.max_n_out));
+  }
+  return {};
 }
 
 }  // namespace opu::calibration

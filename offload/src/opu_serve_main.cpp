@@ -1,6 +1,8 @@
 // opu-serve: serves a simulated OPU as the gRPC service opu.v1.OpuDevice.
 //
 //   opu-serve --listen 127.0.0.1:0 --seed 7 --n-in 1024 --n-out 1024 --camera realistic
+//   opu-serve --seed 7 --camera realistic --calibration cal.json    (opu-calibrate ... --out
+//   cal.json)
 //
 // The first line on stdout is the bound address (HOST:PORT), flushed, so that scripts and tests
 // can start it on port 0 and read where it listens. Logs go to stderr. SIGINT/SIGTERM: stop
@@ -20,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "offload/serve_calibration.h"
 #include "offload/serve_config.h"
 #include "offload/server.h"
 #include "opu_sim/sim_device.h"
@@ -145,6 +148,13 @@ static int run(int argc, char** argv) {
 
   auto sim_config = opu::sim::SimConfig::from_params(config.sim_params);
   if (!sim_config.ok()) return fail(2, sim_config.status().to_string());
+  // Before serving: a device that cannot be used as calibrated is not served at all.
+  std::string calibration_applied;
+  if (!config.calibration_file.empty()) {
+    auto applied = opu::offload::apply_calibration(config.calibration_file, *sim_config);
+    if (!applied.ok()) return fail(2, "--calibration: " + applied.status().to_string());
+    calibration_applied = *applied;
+  }
   opu::set_compute_threads(sim_config->threads);
   auto device = opu::sim::SimDevice::create(*sim_config);
   if (!device.ok()) return fail(2, device.status().to_string());
@@ -156,6 +166,7 @@ static int run(int argc, char** argv) {
   if (!server.ok()) return fail(1, server.status().to_string());
 
   std::cout << (*server)->address() << std::endl;  // the first line, flushed
+  if (!calibration_applied.empty()) log->info("{}", calibration_applied);
   log->info("{}: n_in {} x n_out {}, {}-bit camera, frame time {} us, linear mode {}", info.model,
             info.max_n_in, info.max_n_out, info.adc_bits, info.frametime_us,
             server_options->serve_linear ? "on" : "off (UNIMPLEMENTED)");

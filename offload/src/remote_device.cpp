@@ -458,6 +458,7 @@ Result<sim::Projections> RemoteDevice::do_linear_transform(const sim::LinearRequ
     message.set_share_frames(request.options.share_frames);
     message.set_repeats(request.options.repeats);
     message.set_reference_repeats(request.options.reference_repeats);
+    message.set_exposure_us(request.options.exposure_us);
     message.set_request_id(impl.next_request_id.fetch_add(1, std::memory_order_relaxed));
 
     pb::LinearTransformResponse response;

@@ -55,6 +55,9 @@ std::vector<std::pair<std::string, std::string>> describe_serve_params() {
       {"log_level", "trace, debug, info, warn, error or off (default info)"},
       {"summary_interval_s", "period of the info-level summary, seconds; 0 = at exit (default 10)"},
       {"shutdown_grace_s", "time in-flight calls get on SIGINT/SIGTERM, seconds (default 30)"},
+      {"calibration",
+       "calibration file (opu-calibrate ... --out FILE): its exposure becomes the default "
+       "exposure, its masked pixels project to 0 in LinearTransform (default: none)"},
   };
 }
 
@@ -67,6 +70,8 @@ Status apply_serve_params(const std::map<std::string, std::string>& params, Serv
       config.tls_cert_file = value;
     } else if (name == "tls_key") {
       config.tls_key_file = value;
+    } else if (name == "calibration") {
+      config.calibration_file = value;
     } else if (name == "token_file") {
       config.token_file = value;
     } else if (name == "log_level") {

@@ -285,6 +285,7 @@ class OpuService final : public pb::OpuDevice::Service {
     call.options.share_frames = request.share_frames();
     call.options.repeats = request.repeats() == 0 ? 1 : request.repeats();  // 0: an older client
     call.options.reference_repeats = request.reference_repeats();
+    call.options.exposure_us = request.exposure_us();  // 0 (also an older client's): automatic
     Result<sim::Projections> projections = device_->linear_transform(call);
     if (!projections.ok()) return projections.status().with_context("LinearTransform");
     const Eigen::MatrixXf& p = projections->values;

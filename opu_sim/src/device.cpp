@@ -36,6 +36,21 @@ Status validate_shape(std::string_view call, std::int64_t n_in, std::int64_t max
   return {};
 }
 
+// An exposure in [0, max_exposure_us]; `zero_means` says what 0 asks for.
+Status validate_exposure(std::string_view call, double exposure_us, std::string_view zero_means,
+                         const DeviceInfo& info) {
+  const std::string prefix = std::string(call) + ": exposure_us ";
+  if (!std::isfinite(exposure_us) || exposure_us < 0.0) {
+    return invalid_argument(prefix + "is " + std::to_string(exposure_us) + ", want 0 (" +
+                            std::string(zero_means) + ") or a positive number of microseconds");
+  }
+  if (info.max_exposure_us > 0.0 && exposure_us > info.max_exposure_us) {
+    return out_of_range(prefix + std::to_string(exposure_us) + " above device max_exposure_us " +
+                        std::to_string(info.max_exposure_us));
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string_view encoding_name(Encoding encoding) {
@@ -74,15 +89,7 @@ Status validate(const TransformRequest& request, const DeviceInfo& info) {
     return invalid_argument("Transform: inputs has " + str(request.inputs.size()) +
                             " bytes, want batch*ceil(n_in/8) = " + str(want));
   }
-  if (!std::isfinite(request.exposure_us) || request.exposure_us < 0.0) {
-    return invalid_argument("Transform: exposure_us is " + std::to_string(request.exposure_us) +
-                            ", want 0 (device default) or a positive number of microseconds");
-  }
-  if (info.max_exposure_us > 0.0 && request.exposure_us > info.max_exposure_us) {
-    return out_of_range("Transform: exposure_us " + std::to_string(request.exposure_us) +
-                        " above device max_exposure_us " + std::to_string(info.max_exposure_us));
-  }
-  return {};
+  return validate_exposure("Transform", request.exposure_us, "device default", info);
 }
 
 Status validate(const LinearRequest& request, const DeviceInfo& info) {
@@ -114,6 +121,7 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
                             std::to_string(options.reference_repeats) +
                             ", want 0 (device default) .. 256");
   }
+  OPU_RETURN_IF_ERROR(validate_exposure("LinearTransform", options.exposure_us, "automatic", info));
   switch (options.encoding) {
     case Encoding::kTernary:
       if (!(options.threshold >= 0.0F && options.threshold < 1.0F)) {

@@ -159,6 +159,16 @@ Result<double> choose_exposure(const CapturedFrames& probe, const DeviceInfo& in
   return std::clamp(exposure, 1.0, longest);
 }
 
+// Calls f(pixel) for every calibration-masked pixel below n_out (the mask is sorted and covers
+// the whole camera; a call reads only its first n_out pixels).
+template <typename F>
+void for_each_masked_pixel(const std::vector<std::int64_t>& masked, std::int64_t n_out, F f) {
+  for (const std::int64_t pixel : masked) {
+    if (pixel >= n_out) break;
+    f(pixel);
+  }
+}
+
 // A code that lights something, and the first of its frames: (x + r, x) pairs, `repeats` times.
 struct ActiveCode {
   std::int64_t sample = 0;
@@ -320,9 +330,11 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
       plan_code_frames(code, layout, request.options.share_frames, request.options.repeats, frames);
   Projections result;
   result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
-  double exposure = info.exposure_us;
+  // A calibrated exposure (the request's) replaces the automatic one, and its probe frames.
+  const bool calibrated_exposure = request.options.exposure_us > 0.0;
+  double exposure = calibrated_exposure ? request.options.exposure_us : info.exposure_us;
   bool first_call = true;
-  if (config.target_fill > 0.0 && !plan.active.empty()) {
+  if (!calibrated_exposure && config.target_fill > 0.0 && !plan.active.empty()) {
     PatternBatch probe(layout);
     probe.add(nullptr, false);
     probe.add(nullptr, true);
@@ -352,9 +364,11 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
                                " counts above dark, want > 0 (exposure too short?)");
   }
   const float cut = static_cast<float>(config.dark_pixel_fraction) * mean_reference;
-  const Eigen::VectorXf inverse_norm = reference.unaryExpr([cut](float intensity) {
+  Eigen::VectorXf inverse_norm = reference.unaryExpr([cut](float intensity) {
     return intensity > cut && intensity > 0.0F ? 0.5F / std::sqrt(intensity) : 0.0F;
   });
+  for_each_masked_pixel(config.masked_pixels, request.n_out,
+                        [&inverse_norm](std::int64_t pixel) { inverse_norm(pixel) = 0.0F; });
   // Unit-variance B: L / sqrt(gain) / sqrt(factor / n_in), with the gain estimated from the mean
   // reference intensity (E|R r|^2 = 2 reference_mirrors / n_in); n_in and factor cancel.
   const float scale =
@@ -392,6 +406,8 @@ Eigen::MatrixXf holographic_matrix(const Eigen::Ref<const Eigen::MatrixXcf>& blo
     const std::complex<float> phase = std::conj(reference(j)) / std::sqrt(intensity(j));
     for (std::int64_t k = 0; k < n; ++k) matrix(j, k) = scale * (phase * blocks(j, k)).real();
   }
+  for_each_masked_pixel(config.masked_pixels, matrix.rows(),
+                        [&matrix](std::int64_t pixel) { matrix.row(pixel).setZero(); });
   return matrix;
 }
 

@@ -252,6 +252,16 @@ Status SimConfig::validate() const {
   OPU_RETURN_IF_ERROR(range("dark_pixel_fraction", holography.dark_pixel_fraction, 0, 1));
   OPU_RETURN_IF_ERROR(range("target_fill", holography.target_fill, 0, 1));
   OPU_RETURN_IF_ERROR(range("reference_repeats", holography.reference_repeats, 1, 1024));
+  // The holographic path stops at the first masked pixel beyond a call's n_out: sorted, unique.
+  const std::vector<std::int64_t>& masked = holography.masked_pixels;
+  for (std::size_t i = 0; i < masked.size(); ++i) {
+    if (masked[i] < 0 || masked[i] >= n_out || (i > 0 && masked[i] <= masked[i - 1])) {
+      return invalid_argument("holography.masked_pixels[" + std::to_string(i) + "] is " +
+                              std::to_string(masked[i]) +
+                              ", want strictly increasing pixel indices in [0, n_out = " +
+                              std::to_string(n_out) + ")");
+    }
+  }
   return {};
 }
 

@@ -168,4 +168,47 @@ TEST_SUITE("calibration") {
           opu::StatusCode::kNotFound);
     fs::remove_all(dir);
   }
+  TEST_CASE("DeviceSettings: what --calibration loads, checked against the device it is used on") {
+    const fs::path dir = temp_dir();
+    cal::CalibrationFile file = full_file();
+    file.exposure->masked_pixels = {17, 3, 17};  // the file promises no order
+    const std::string path = (dir / "settings.json").string();
+    REQUIRE(cal::save_calibration(file, path).ok());
+    opu::Result<cal::DeviceSettings> settings = cal::load_device_settings(path);
+    REQUIRE(settings.ok());
+    CHECK(settings->exposure_us == 321.5);
+    CHECK(settings->masked_pixels == std::vector<std::int64_t>{3, 17});  // sorted, unique
+    CHECK(settings->device_max_n_out == 50);
+    const cal::DeviceLimits device{100, 50, 1000.0};
+    CHECK(cal::check_device_settings(*settings, device, path).ok());
+
+    SUBCASE("another device's shape") {
+      const opu::Status status = cal::check_device_settings(*settings, {100, 64, 1000.0}, path);
+      CHECK(status.code() == opu::StatusCode::kFailedPrecondition);
+      CHECK(status.message() == path +
+                                    ": device: got a device of 100 mirrors x 50 pixels, want "
+                                    "this one's 100 x 64 (a calibration of another device; "
+                                    "calibrate this one)");
+    }
+    SUBCASE("an exposure beyond the device's longest") {
+      const opu::Status status = cal::check_device_settings(*settings, {100, 50, 300.0}, path);
+      CHECK(status.code() == opu::StatusCode::kOutOfRange);
+      CHECK(status.message().find(path + ": exposure.exposure_us: got 321.5") == 0);
+    }
+    SUBCASE("a masked pixel beyond the camera, no device recorded") {
+      settings->device_max_n_in = 0;
+      settings->device_max_n_out = 0;
+      const opu::Status status = cal::check_device_settings(*settings, {100, 10, 0.0}, path);
+      CHECK(status.code() == opu::StatusCode::kOutOfRange);
+      CHECK(status.message().find("exposure.masked_pixels: got pixel 17") != std::string::npos);
+    }
+    SUBCASE("a file without an exposure section") {
+      file.exposure.reset();
+      REQUIRE(cal::save_calibration(file, path).ok());
+      const opu::Status status = cal::load_device_settings(path).status();
+      CHECK(status.code() == opu::StatusCode::kFailedPrecondition);
+      CHECK(status.message().find(path + ": exposure: got nothing (missing)") == 0);
+    }
+    fs::remove_all(dir);
+  }
 }

@@ -78,12 +78,15 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
     auto request = opu::test::linear_request(values, 10, kNOut, 16, encoding);
     request.options.dither_seed = 99;
     request.options.share_frames = encoding == opu::sim::Encoding::kStochastic;
+    // A calibrated exposure travels with the request (one encoding), else the automatic one.
+    request.options.exposure_us = encoding == opu::sim::Encoding::kBitplanes ? 300.0 : 0.0;
     auto want = local.linear_transform(request);
     auto got = remote.linear_transform(request);
     REQUIRE_MESSAGE(want.ok(), want.status().to_string());
     REQUIRE_MESSAGE(got.ok(), got.status().to_string());
     CHECK((got->values.array() == want->values.array()).all());
     check_same(got->info, want->info);
+    if (request.options.exposure_us > 0.0) CHECK(got->info.exposure_us == 300.0);
   }
 }
 

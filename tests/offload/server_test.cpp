@@ -185,6 +185,10 @@ TEST_SUITE("offload") {
          "n_out 1000 above device max_n_out 64"},
         {"n_in above max", [](auto& r) { r.set_n_in(100000); }, grpc::StatusCode::OUT_OF_RANGE,
          "n_in 100000 above device max_n_in 256"},
+        {"negative exposure", [](auto& r) { r.set_exposure_us(-5.0); },
+         grpc::StatusCode::INVALID_ARGUMENT, "LinearTransform: exposure_us is -5"},
+        {"exposure above max", [](auto& r) { r.set_exposure_us(1e12); },
+         grpc::StatusCode::OUT_OF_RANGE, "above device max_exposure_us"},
     };
     for (const Bad& bad : cases) {
       CAPTURE(bad.name);

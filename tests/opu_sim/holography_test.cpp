@@ -316,4 +316,83 @@ TEST_SUITE("opu_sim") {
     CHECK(relative_error(fallback->values, project(*device, values, 128)) < 2e-3);
     CHECK(fallback->info.frames > 2 * 16);
   }
+  TEST_CASE("Holography: a calibrated exposure replaces the automatic one and its probe") {
+    const Eigen::MatrixXf errors = softmax_errors(10, 8, 12);
+    const auto call = [&](const std::string& camera, double exposure_us) {
+      auto device = make_sim(camera + "&n_in=1024&n_out=128&seed=12");
+      LinearOptions options{Encoding::kTernary, 0.1F, 1};
+      options.exposure_us = exposure_us;
+      auto result = device->linear_transform(
+          {10, 128, 8, {errors.data(), static_cast<std::size_t>(errors.size())}, options});
+      REQUIRE_MESSAGE(result.ok(), result.status().to_string());
+      return std::move(*result);
+    };
+    SUBCASE("realistic camera: FrameInfo reports the exposure used") {
+      const opu::sim::Projections automatic = call("camera=realistic", 0.0);
+      const opu::sim::Projections calibrated = call("camera=realistic", 250.0);
+      CHECK(calibrated.info.exposure_us == 250.0);
+      CHECK(automatic.info.exposure_us != 250.0);
+      CHECK(automatic.info.exposure_us > 0.0);
+      // The automatic exposure costs a probe of two frames (dark + reference); a calibrated one
+      // does not.
+      CHECK(automatic.info.frames - calibrated.info.frames == 2);
+    }
+    SUBCASE("ideal camera: the projection does not depend on the exposure") {
+      // The normalisation divides the exposure out (unit-variance B from the mean reference).
+      const Eigen::MatrixXf automatic = call("camera=ideal", 0.0).values;
+      const Eigen::MatrixXf calibrated = call("camera=ideal", 250.0).values;
+      CHECK(relative_error(calibrated, automatic) < 1e-5);
+    }
+  }
+
+  TEST_CASE("Holography: masked pixels project to exactly 0, in the device and the control") {
+    auto params = opu::sim::parse_query("n_in=1024&n_out=128&seed=13");
+    auto config = opu::sim::SimConfig::from_params(params.value());
+    REQUIRE(config.ok());
+    auto plain = opu::sim::SimDevice::create(*config);
+    // The mask covers the camera (128 pixels); pixel 100 is beyond this call's n_out = 64.
+    config->holography.masked_pixels = {3, 17, 63, 100};
+    auto masked = opu::sim::SimDevice::create(*config);
+    REQUIRE((plain.ok() && masked.ok()));
+    const Eigen::MatrixXf errors = softmax_errors(10, 16, 13);
+    const Eigen::MatrixXf got = project(**masked, errors, 64);
+    const Eigen::MatrixXf want = project(**plain, errors, 64);
+    for (const std::int64_t pixel : {3, 17, 63}) {
+      CAPTURE(pixel);
+      CHECK((got.row(pixel).array() == 0.0F).all());
+      CHECK((want.row(pixel).array() != 0.0F).any());
+      CHECK((exact(**masked, errors, 64).row(pixel).array() == 0.0F).all());
+    }
+    // Every other pixel reads as without the mask, bit for bit (same medium, same noise).
+    Eigen::MatrixXf unmasked = want;
+    for (const std::int64_t pixel : {3, 17, 63}) unmasked.row(pixel).setZero();
+    CHECK((got.array() == unmasked.array()).all());
+  }
+
+  TEST_CASE("Holography: bad exposures and masks are refused naming the field") {
+    auto device = make_sim("n_in=1024&n_out=64&seed=14");
+    const Eigen::MatrixXf errors = softmax_errors(10, 2, 14);
+    const auto status = [&](double exposure_us) {
+      LinearOptions options;
+      options.exposure_us = exposure_us;
+      return device
+          ->linear_transform(
+              {10, 64, 2, {errors.data(), static_cast<std::size_t>(errors.size())}, options})
+          .status();
+    };
+    CHECK(status(-1.0).code() == opu::StatusCode::kInvalidArgument);
+    CHECK(status(std::nan("")).message().find("exposure_us is nan") != std::string::npos);
+    CHECK(status(1e9).code() == opu::StatusCode::kOutOfRange);
+    CHECK(status(1e9).message().find("above device max_exposure_us") != std::string::npos);
+
+    opu::sim::SimConfig config;
+    config.n_out = 64;
+    for (const std::vector<std::int64_t>& bad :
+         {std::vector<std::int64_t>{5, 3}, {-1}, {64}, {2, 2}}) {
+      config.holography.masked_pixels = bad;
+      const opu::Status invalid = config.validate();
+      CHECK(invalid.code() == opu::StatusCode::kInvalidArgument);
+      CHECK(invalid.message().find("holography.masked_pixels[") != std::string::npos);
+    }
+  }
 }

@@ -3,10 +3,13 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
+#include "calibrated_device.h"
 #include "config.h"
+#include "opu_sim/sim_device.h"
 #include "test_support.h"
 #include "trainer_test_support.h"
 
@@ -246,5 +249,124 @@ TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last li
       CHECK(status.code() == opu::StatusCode::kNotFound);
       CHECK(err.find("cora.content") != std::string::npos);
     }
+  }
+
+  namespace {
+  // What `opu-calibrate exposure` writes, in its smallest form: the exposure section only.
+  void write_calibration(const std::string& path, double exposure_us,
+                         const std::vector<std::int64_t>& masked) {
+    const nlohmann::json exposure = {{"exposure_us", exposure_us},
+                                     {"percentile", 99.9},
+                                     {"target_fraction", 0.9},
+                                     {"achieved_fraction", 0.9},
+                                     {"saturated_fraction", 0.0},
+                                     {"density", 0.5},
+                                     {"n_in", 1024},
+                                     {"n_out", 1024},
+                                     {"dark_level_counts", 2.0},
+                                     {"masked_pixels", masked},
+                                     {"frames", 20},
+                                     {"device_time_s", 0.01}};
+    std::ofstream(path) << nlohmann::json{
+        {"format", "opu-calibration"},
+        {"version", 1},
+        {"exposure", exposure}}.dump();
+  }
+
+  std::unique_ptr<opu::sim::Device> sim_device() {
+    auto config = opu::sim::SimConfig::from_params({{"seed", "3"}});
+    REQUIRE(config.ok());
+    auto device = opu::sim::SimDevice::create(*config);
+    REQUIRE(device.ok());
+    return std::move(*device);
+  }
+  }  // namespace
+
+  TEST_CASE("opu-train --calibration: the exposure travels, masked pixels project to 0") {
+    test::TempDir dir("app_calibration");
+    write_calibration(dir / "cal.json", 600.0, {1, 7, 500});
+    std::unique_ptr<opu::sim::Device> device = sim_device();
+    opu::sim::LinearOptions linear;
+    Result<app::AppliedCalibration> applied =
+        app::use_calibration(dir / "cal.json", device, linear);
+    REQUIRE_MESSAGE(applied.ok(), applied.status().to_string());
+    CHECK(applied->exposure_us == 600.0);
+    CHECK(applied->masked_pixels == 3);
+    CHECK(linear.exposure_us == 600.0);
+
+    // The same calls to a device without the calibration's mask: pixels 1 and 7 differ only.
+    Eigen::MatrixXf errors(10, 4);
+    for (Eigen::Index i = 0; i < errors.size(); ++i) {
+      errors.data()[i] = std::sin(1.7F * static_cast<float>(i));  // fixed, signs mixed
+    }
+    const opu::sim::LinearRequest request{
+        10, 20, 4, {errors.data(), static_cast<std::size_t>(errors.size())}, linear};
+    Result<opu::sim::Projections> masked = device->linear_transform(request);
+    Result<opu::sim::Projections> plain = sim_device()->linear_transform(request);
+    REQUIRE((masked.ok() && plain.ok()));
+    CHECK(masked->info.exposure_us == 600.0);
+    Eigen::MatrixXf want = plain->values;
+    want.row(1).setZero();
+    want.row(7).setZero();
+    CHECK((plain->values.row(1).array() != 0.0F).any());
+    CHECK((masked->values.array() == want.array()).all());
+  }
+
+  TEST_CASE("opu-train --calibration: a short run on sim:// uses it and records it") {
+    test::TempDir dir("app_calibrated_run");
+    test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
+                           test::make_blobs(16, 16, 3, 1), 4, 4, false);
+    write_calibration(dir / "cal.json", 600.0, {1, 7, 500});
+    Result<Options> o = parse({"--calibration", dir / "cal.json"});
+    REQUIRE(o.ok());
+    CHECK(o->calibration == dir / "cal.json");
+    o->data = dir.str();
+    o->feedback = "sim://?seed=3";
+    o->epochs = 1;
+    o->batch = 32;
+    o->hidden = {20, 20};
+    o->metrics = dir / "m.jsonl";
+    std::ostringstream out, err;
+    Result<nlohmann::json> summary = app::run_training(*o, out, err, false);
+    REQUIRE_MESSAGE(summary.ok(), err.str());
+    // Every frame took the calibrated exposure: frame time max(600, readout 400) + 100 us.
+    const double per_frame_s =
+        (*summary)["device_time_s"].get<double>() / (*summary)["frames"].get<double>();
+    CHECK(per_frame_s == doctest::Approx(700e-6).epsilon(1e-6));
+    std::ifstream metrics(o->metrics);
+    std::string line;
+    REQUIRE(std::getline(metrics, line));
+    const nlohmann::json config = nlohmann::json::parse(line);
+    CHECK(config["options"]["calibration"] == dir / "cal.json");
+    CHECK(config["calibration"]["exposure_us"] == 600.0);
+    CHECK(config["calibration"]["masked_pixels"] == 3);
+  }
+
+  TEST_CASE("opu-train --calibration: a bad file is an error naming the file and the field") {
+    test::TempDir dir("app_bad_calibration");
+    test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
+                           test::make_blobs(16, 16, 3, 1), 4, 4, false);
+    Options o;
+    o.data = dir.str();
+    o.feedback = "sim://?seed=3";
+    o.epochs = 1;
+    const auto error = [&](const std::string& path) {
+      o.calibration = path;
+      std::ostringstream out, err;
+      Result<nlohmann::json> r = app::run_training(o, out, err, false);
+      REQUIRE_FALSE(r.ok());
+      CHECK(nlohmann::json::parse(last_line(out.str())).contains("error"));
+      CHECK(err.str().find(path) != std::string::npos);
+      return r.status();
+    };
+    CHECK(error(dir / "absent.json").code() == opu::StatusCode::kNotFound);
+    write_calibration(dir / "negative.json", -1.0, {});
+    const opu::Status negative = error(dir / "negative.json");
+    CHECK(negative.code() == opu::StatusCode::kInvalidArgument);
+    CHECK(negative.message().find("exposure.exposure_us: got -1") != std::string::npos);
+    write_calibration(dir / "long.json", 1e9, {});  // the simulator's longest is 1e5 us
+    CHECK(error(dir / "long.json").code() == opu::StatusCode::kOutOfRange);
+    write_calibration(dir / "pixels.json", 600.0, {2000});
+    CHECK(error(dir / "pixels.json").code() == opu::StatusCode::kInvalidArgument);
   }
 }

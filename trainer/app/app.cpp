@@ -1,5 +1,7 @@
 #include "app.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -9,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "calibrated_device.h"
 #include "device_factory.h"
 #include "opu_sim/threading.h"
 #include "trainer/datasets.h"
@@ -168,6 +171,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
 
   // --- feedback ---
   std::unique_ptr<sim::Device> device;
+  std::optional<AppliedCalibration> calibration;  // device feedback with --calibration
   std::unique_ptr<FeedbackSource> feedback;
   if (*method == Method::kDfa) {
     const Eigen::Index n_in = model->output_size();
@@ -194,8 +198,19 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       linear.share_frames = o.share_frames;
       linear.repeats = o.repeats;
       linear.reference_repeats = o.reference_repeats;
+      if (!o.calibration.empty()) {
+        Result<AppliedCalibration> applied = use_calibration(o.calibration, device, linear);
+        if (!applied.ok()) return fail(applied.status());
+        calibration = *applied;
+        spdlog::info("calibration {}: exposure {} us, {} masked pixels", applied->file,
+                     applied->exposure_us, applied->masked_pixels);
+      }
       feedback = std::make_unique<DeviceFeedback>(*device, n_in, d_max, linear);
     }
+  }
+  if (!o.calibration.empty() && !calibration) {
+    spdlog::warn("--calibration {} is ignored: only device feedback uses a calibration",
+                 o.calibration);
   }
 
   std::unique_ptr<Learner> learner;
@@ -230,14 +245,18 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   if (!o.metrics.empty()) {
     metrics.open(o.metrics, o.resume ? std::ios::app : std::ios::trunc);
     if (!metrics) return fail(failed_precondition("--metrics " + o.metrics + ": cannot write"));
-    metrics << nlohmann::json{{"type", "config"},
-                              {"options", to_json(o)},
-                              {"model", model->signature()},
-                              {"parameters", model->num_parameters()},
-                              {"feedback", feedback ? feedback->describe() : "none"},
-                              {"resumed_at_epoch", trainer.epochs_done()}}
-                   .dump()
-            << "\n";
+    nlohmann::json config{{"type", "config"},
+                          {"options", to_json(o)},
+                          {"model", model->signature()},
+                          {"parameters", model->num_parameters()},
+                          {"feedback", feedback ? feedback->describe() : "none"},
+                          {"resumed_at_epoch", trainer.epochs_done()}};
+    if (calibration) {
+      config["calibration"] = {{"file", calibration->file},
+                               {"exposure_us", calibration->exposure_us},
+                               {"masked_pixels", calibration->masked_pixels}};
+    }
+    metrics << config.dump() << "\n";
   }
   out << "opu-train: " << o.model << " " << model->signature() << " (" << model->num_parameters()
       << " parameters) on " << data_name << ", method " << o.method;

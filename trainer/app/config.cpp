@@ -36,6 +36,7 @@ const std::map<std::string, Field>& fields() {
       {"share-frames", field(&Options::share_frames)},
       {"repeats", field(&Options::repeats)},
       {"reference-repeats", field(&Options::reference_repeats)},
+      {"calibration", field(&Options::calibration)},
       {"epochs", field(&Options::epochs)},
       {"batch", field(&Options::batch)},
       {"lr", field(&Options::lr)},
@@ -188,6 +189,10 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
                  "device feedback: frames of each code taken N times and averaged (4)");
   cli.add_option("--reference-repeats", o.reference_repeats,
                  "device feedback: reference frames averaged per call, 0 = device default (32)");
+  cli.add_option("--calibration", o.calibration,
+                 "device feedback: calibration file (opu-calibrate exposure --out FILE); its "
+                 "exposure goes with every request, its masked pixels project to 0. Digital "
+                 "feedback ignores it");
   cli.add_option("--epochs", o.epochs, "epochs (mlp 15, gcn 200)");
   cli.add_option("--batch", o.batch, "mini-batch size (mlp, 128)");
   cli.add_option("--lr", o.lr, "learning rate (0.01)");

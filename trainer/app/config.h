@@ -29,6 +29,10 @@ struct Options {
   bool share_frames = true;             // identical codes of a batch share their frames
   int repeats = 4;                      // frames of each code taken this many times, averaged
   int reference_repeats = 32;           // reference frames averaged per call (0: device default)
+  /// Calibration file of the feedback device (opu-calibrate exposure --out FILE): its exposure is
+  /// sent with every projection request and its masked pixels' projections are zeroed here.
+  /// Empty = none; ignored by digital feedback.
+  std::string calibration;
   // Model-dependent defaults are marked by negative / empty values and filled by finalize().
   std::int64_t epochs = -1;          // mlp 15, gcn 200
   std::int64_t batch = 128;          // mlp only (gcn is full batch)

@@ -15,7 +15,9 @@
 // expected: "cal.json: tm.n_in: got -3, want an integer >= 1".
 //
 // For the trainer and opu-serve (DESIGN.md §5, "a calibrated device is used as calibrated"):
-// device_settings() extracts what they need (exposure, masked pixels) from a loaded file.
+// device_settings() extracts what they need (exposure, masked pixels) from a loaded file, and
+// load_device_settings() / check_device_settings() are their --calibration FILE. This header is
+// the target opu::calibration_file, which those readers link without the rest of calibration/.
 #pragma once
 
 #include <Eigen/Core>
@@ -155,12 +157,34 @@ Result<CalibrationFile> load_or_new(const std::string& path);
 /// What a consumer (trainer, opu-serve) needs to use a device as calibrated.
 struct DeviceSettings {
   double exposure_us = 0.0;                 // 0 = no exposure calibrated (use the device default)
-  std::vector<std::int64_t> masked_pixels;  // pixels to ignore (too dark / always saturated)
+  std::vector<std::int64_t> masked_pixels;  // pixels to ignore (too dark / always saturated),
+                                            // sorted, no duplicates
   double gain_e_per_count = 0.0;            // 0 = unknown
   double dark_level_counts = 0.0;
   double recalibrate_after_s = 0.0;  // 0 = unknown
+  std::int64_t device_max_n_in = 0;   // shape of the calibrated device; 0 = not recorded
+  std::int64_t device_max_n_out = 0;
 };
 DeviceSettings device_settings(const CalibrationFile& file);
+
+/// What opu-serve and opu-train do with --calibration FILE: loads and validates the file, and
+/// requires its exposure section (the exposure and the masked pixels; what `opu-calibrate
+/// exposure` writes). Errors name the file and the field: NOT_FOUND, INVALID_ARGUMENT,
+/// FAILED_PRECONDITION (newer version, or no exposure section).
+Result<DeviceSettings> load_device_settings(const std::string& path);
+
+/// The limits of the device a calibration is applied to.
+struct DeviceLimits {
+  std::int64_t max_n_in = 0;
+  std::int64_t max_n_out = 0;
+  double max_exposure_us = 0.0;  // 0 = no limit known
+};
+/// Checks settings from the file `source` against the device they are applied to:
+/// FAILED_PRECONDITION when the file recorded a device of another shape (a calibration of another
+/// device), OUT_OF_RANGE for an exposure above the device's longest or a masked pixel beyond its
+/// camera; messages name the file, the field, the value and the limit.
+Status check_device_settings(const DeviceSettings& settings, const DeviceLimits& device,
+                             std::string_view source);
 
 /// base64 of little-endian float32 (the encoding of large arrays in the file).
 std::string encode_floats(const float* values, std::size_t count);

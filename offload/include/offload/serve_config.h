@@ -28,6 +28,9 @@ struct ServeConfig {
   std::string log_level = "info";
   double summary_interval_s = 10.0;  // info-level summary period; 0 = only at exit
   double shutdown_grace_s = 30.0;    // time in-flight calls get on SIGINT/SIGTERM
+  /// Calibration file (opu-calibrate --out FILE) applied to the simulator before serving: its
+  /// exposure and masked pixels (offload/serve_calibration.h). Empty = none.
+  std::string calibration_file;
   /// Everything else: simulator parameters for SimConfig::from_params().
   std::map<std::string, std::string> sim_params;
 

@@ -117,6 +117,10 @@ struct LinearOptions {
   /// noise is common to every vector of the call, so it does not average out over a batch the
   /// way each code's own noise does: a batch of feedback errors wants many (docs/camera-gap.md).
   int reference_repeats = 0;
+  /// Exposure of every frame of the call, microseconds, in [0, DeviceInfo.max_exposure_us];
+  /// 0 = automatic (the device's holographic auto exposure). A calibrated exposure
+  /// (opu-calibrate exposure) goes here, so a calibrated device is used as calibrated.
+  double exposure_us = 0.0;
 };
 
 /// A batch of real vectors to project. `values` is borrowed: it must outlive the call.

@@ -34,6 +34,10 @@ struct HolographyConfig {
   double target_fill = 0.15;
   /// Camera frames of the reference averaged per call for I(r).
   int reference_repeats = 1;
+  /// Pixels masked by a calibration (too dark, or always saturated: opu-calibrate exposure),
+  /// sorted, each >= 0: their projections are exactly 0, like dark pixels. Indices at or beyond a
+  /// request's n_out are ignored (n_out is per request; the mask describes the whole camera).
+  std::vector<std::int64_t> masked_pixels;
 };
 
 /// Where the mirrors of one linear call go.
