@@ -1,8 +1,7 @@
 // opu-serve: serves a simulated OPU as the gRPC service opu.v1.OpuDevice.
 //
 //   opu-serve --listen 127.0.0.1:0 --seed 7 --n-in 1024 --n-out 1024 --camera realistic
-//   opu-serve --seed 7 --camera realistic --calibration cal.json    (opu-calibrate ... --out
-//   cal.json)
+//   opu-serve --seed 7 --camera realistic --calibration cal.json   # from opu-calibrate --out
 //
 // The first line on stdout is the bound address (HOST:PORT), flushed, so that scripts and tests
 // can start it on port 0 and read where it listens. Logs go to stderr. SIGINT/SIGTERM: stop
