@@ -19,11 +19,21 @@ TEST_SUITE("trainer") {
 
   namespace {
 
+  std::string cora_dir() { return opu::test::shared_data_dir() + "/planetoid"; }
+
+  // The sweeps train on Cora from ../shared/data (DESIGN.md: tests may read it); a checkout
+  // without it skips them with a message rather than failing on a missing file.
+  bool have_cora() {
+    if (fs::exists(cora_dir() + "/cora.content")) return true;
+    MESSAGE("skipped: " << cora_dir() << "/cora.content not found (set OPU_SHARED_DATA)");
+    return false;
+  }
+
   // A 5-epoch GCN on Cora: about 0.1 s a run.
   StudySpec tiny_spec() {
     StudySpec spec;
     spec.train = {
-        {"model", "gcn"}, {"epochs", 5}, {"data", opu::test::shared_data_dir() + "/planetoid"}};
+        {"model", "gcn"}, {"epochs", 5}, {"data", cora_dir()}};
     spec.devices = {"sim://?n_out=64"};
     spec.seeds = {1, 2};
     spec.snr_batch = 16;
@@ -167,6 +177,7 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: a sweep stopped halfway and resumed writes the same files") {
+    if (!have_cora()) return;
     StudySpec spec = tiny_spec();
     spec.sweeps = {axis("adc_bits=3,8"), axis("threshold=0.05,0.3")};
     spec.matched_control = true;
@@ -199,6 +210,7 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: the SNR figures of device points and matched controls") {
+    if (!have_cora()) return;
     StudySpec spec = tiny_spec();
     spec.seeds = {1};
     spec.sweeps = {axis("adc_bits=3,10")};
@@ -223,6 +235,7 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: a device that fails marks its runs failed and the sweep goes on") {
+    if (!have_cora()) return;
     SUBCASE("mid-run: the device refuses the training batch") {
       // max_batch 100 passes the SNR measurement (16 vectors) and fails at the first training
       // step (Cora's 140 training nodes).

@@ -124,7 +124,9 @@ Status finalize(Options& o) {
   if (!sim::parse_encoding(o.encoding).ok()) {
     return bad("encoding", "'" + o.encoding + "'", "ternary, bitplanes or stochastic");
   }
-  if (o.bitplanes < 0) o.bitplanes = o.encoding == "stochastic" ? 2 : 4;
+  if (o.bitplanes < 0) {
+    o.bitplanes = o.encoding == "stochastic" ? recommended_linear_options().bitplanes : 4;
+  }
   if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
     return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
   }

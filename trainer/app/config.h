@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "opu_sim/status.h"
+#include "trainer/feedback.h"
 
 namespace opu::trainer::app {
 
@@ -19,16 +20,17 @@ struct Options {
   std::string feedback = "digital";
   /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this.
   double feedback_snr = 0.0;
-  // Device feedback. The default is the combination that closes the camera gap
-  // (docs/camera-gap.md): unbiased stochastic rounding to 2 bit-planes per sign, identical codes
-  // of a batch measured once, each code's frames averaged 4 times, the reference 32 times. The
-  // literal scheme (ternary, no sharing, 1 repeat, the device's reference) stays available.
-  std::string encoding = "stochastic";  // ternary | bitplanes | stochastic
-  float threshold = 0.1F;               // ternary threshold, relative to each sample's max |e|
-  int bitplanes = -1;                   // bit-planes per sign: bitplanes 4, stochastic 2
-  bool share_frames = true;             // identical codes of a batch share their frames
-  int repeats = 4;                      // frames of each code taken this many times, averaged
-  int reference_repeats = 32;           // reference frames averaged per call (0: device default)
+  // Device feedback. The defaults are recommended_linear_options() (trainer/feedback.h), the
+  // combination that closes the camera gap (docs/camera-gap.md): unbiased stochastic rounding to
+  // 2 bit-planes per sign, identical codes of a batch measured once, each code's frames averaged
+  // 4 times, the reference 32 times. The literal scheme (ternary, no sharing, 1 repeat, the
+  // device's reference) stays available.
+  std::string encoding{sim::encoding_name(recommended_linear_options().encoding)};
+  float threshold = 0.1F;  // ternary threshold, relative to each sample's max |e|
+  int bitplanes = -1;      // bit-planes per sign: bitplanes 4, stochastic the recommended 2
+  bool share_frames = recommended_linear_options().share_frames;  // identical codes share frames
+  int repeats = recommended_linear_options().repeats;  // each code's frame pair, averaged
+  int reference_repeats = recommended_linear_options().reference_repeats;  // 0: device default
   /// Calibration file of the feedback device (opu-calibrate exposure --out FILE): its exposure is
   /// sent with every projection request and its masked pixels' projections are zeroed here.
   /// Empty = none; ignored by digital feedback.

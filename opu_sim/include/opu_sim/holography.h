@@ -4,8 +4,10 @@
 // data gives, per pixel j,
 //     L_j(x) = (I(x + r) - I(x) - I(r)) / (2 sqrt(I(r)))  =  Re(exp(-i θ_j) (R x)_j),
 // exactly linear in x, with a real i.i.d. Gaussian matrix. Real vectors are encoded into binary
-// frames (ternary or bit-planes), each code frame costs two camera frames, and the per-sample
-// decoding weights turn the binary projections back into B·v.
+// frames (thresholded ternary, bit-planes, or stochastically rounded bit-planes: the one unbiased
+// code), each code frame costs two camera frames (times `repeats`, unless an identical code of
+// the call is already measured and frames are shared), and the per-sample decoding weights turn
+// the binary projections back into B·v.
 //
 // Layout over the mirror array: n feature blocks of `factor` mirrors each, then the reference:
 // `reference_blocks` blocks of the same size. Everything here is computed from camera counts, so
