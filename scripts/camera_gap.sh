@@ -95,6 +95,7 @@ summarise() {
     /"type":"alignment"/ {
       if (match($0, /"h1":\{"mean":[-0-9.e]+/)) h1 = substr($0, RSTART + 13, RLENGTH - 13) + 0
       if (match($0, /"h2":\{"mean":[-0-9.e]+/)) h2 = substr($0, RSTART + 13, RLENGTH - 13) + 0
+      else h2 = "nan"  # one feedback point (the GCN)
     }
     END {
       best = 0; last5 = 0
@@ -102,7 +103,8 @@ summarise() {
       k = n < 5 ? n : 5
       for (i = n - k + 1; i <= n; i++) last5 += acc[i] / k
       first = n > 10 ? n - 9 : 1
-      printf "%f %f %f %f %f %f %f %f %f\n", acc[n], best, last5, loss[first], loss[n], h1, h2, frames, device / n
+      printf "%f %f %f %f %f %f %s %f %f\n", acc[n], best, last5, loss[first], loss[n], h1,
+        h2 == "nan" ? "nan" : sprintf("%f", h2), frames, device / n
     }' "$1"
 }
 
@@ -123,8 +125,9 @@ samples_per_epoch() {  # training samples behind one epoch's frames
           for (i = 1; i <= n; i++) v += (f[i] - m) ^ 2
           sd = n > 1 ? sqrt(v / (n - 1)) : 0
           ep = name ~ /^gcn-/ ? 200 : epochs
-          printf "| %s (%d seeds) | %.2f ± %.2f | %.2f | %.2f | %.3f → %.3f | %.2f / %.2f | %.2f | %.1f |\n",
-            name, n, m, sd, b / n, l5 / n, lf / n, ll / n, a1 / n, a2 / n, fr / n / (per * ep), dev / n
+          second = $7 != "nan" ? sprintf(" / %.2f", a2 / n) : ""
+          printf "| %s (%d seeds) | %.2f ± %.2f | %.2f | %.2f | %.3f → %.3f | %.2f%s | %.2f | %.1f |\n",
+            name, n, m, sd, b / n, l5 / n, lf / n, ll / n, a1 / n, second, fr / n / (per * ep), dev / n
         }'
   done
 } > "$OUT/summary.md"
