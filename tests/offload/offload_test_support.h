@@ -111,6 +111,15 @@ class TempDir {
   std::string path_;
 };
 
+#ifdef OPU_SERVE_PATH
+/// The opu-serve command line for small_params()' device on `listen`, quiet and single-threaded.
+inline std::vector<std::string> opu_serve_args(const std::string& listen) {
+  return {OPU_SERVE_PATH, "--listen", listen, "--seed", "7", "--n-in", "256", "--n-out", "64",
+          "--camera", "ideal", "--threads", "1", "--log-level", "warn", "--summary-interval-s",
+          "0"};
+}
+#endif
+
 inline bool write_file(const std::string& path, const std::string& text) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) return false;

@@ -14,31 +14,11 @@ namespace {
 constexpr std::int64_t kNIn = 256;
 constexpr std::int64_t kNOut = 64;
 
-std::vector<std::string> serve_args(const std::string& listen) {
-  return {OPU_SERVE_PATH,
-          "--listen",
-          listen,
-          "--seed",
-          "7",
-          "--n-in",
-          "256",
-          "--n-out",
-          "64",
-          "--camera",
-          "ideal",
-          "--threads",
-          "1",
-          "--log-level",
-          "warn",
-          "--summary-interval-s",
-          "0"};
-}
-
 }  // namespace
 
 TEST_SUITE("offload") {
   TEST_CASE("opu-serve: prints the bound address first, serves, and exits 0 on SIGTERM") {
-    opu::test::Subprocess serve(serve_args("127.0.0.1:0"));
+    opu::test::Subprocess serve(opu::test::opu_serve_args("127.0.0.1:0"));
     REQUIRE(serve.started());
     const std::string address = serve.read_line();
     REQUIRE(address.starts_with("127.0.0.1:"));
@@ -57,7 +37,7 @@ TEST_SUITE("offload") {
   }
 
   TEST_CASE("opu-serve: bad flags exit 2 without printing an address") {
-    auto args = serve_args("127.0.0.1:0");
+    auto args = opu::test::opu_serve_args("127.0.0.1:0");
     args.push_back("--adc-bits");
     args.push_back("99");
     opu::test::Subprocess serve(args);
@@ -67,7 +47,7 @@ TEST_SUITE("offload") {
   }
 
   TEST_CASE("opu-serve: a client with retries finishes its job across a killed, restarted server") {
-    auto serve = std::make_unique<opu::test::Subprocess>(serve_args("127.0.0.1:0"));
+    auto serve = std::make_unique<opu::test::Subprocess>(opu::test::opu_serve_args("127.0.0.1:0"));
     REQUIRE(serve->started());
     const std::string address = serve->read_line();
     REQUIRE(address.starts_with("127.0.0.1:"));
@@ -120,7 +100,7 @@ TEST_SUITE("offload") {
       changed.notify_all();
     }
     // Restart on the same port while the client is retrying.
-    serve = std::make_unique<opu::test::Subprocess>(serve_args(address));
+    serve = std::make_unique<opu::test::Subprocess>(opu::test::opu_serve_args(address));
     REQUIRE(serve->started());
     CHECK(serve->read_line() == address);
     job.join();

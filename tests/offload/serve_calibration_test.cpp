@@ -57,25 +57,9 @@ void check_masked(const Eigen::MatrixXf& projections) {
 }
 
 std::vector<std::string> serve_args(const std::string& calibration) {
-  return {OPU_SERVE_PATH,
-          "--listen",
-          "127.0.0.1:0",
-          "--seed",
-          "7",
-          "--n-in",
-          "256",
-          "--n-out",
-          "64",
-          "--camera",
-          "ideal",
-          "--threads",
-          "1",
-          "--log-level",
-          "warn",
-          "--summary-interval-s",
-          "0",
-          "--calibration",
-          calibration};
+  std::vector<std::string> args = opu::test::opu_serve_args("127.0.0.1:0");
+  args.insert(args.end(), {"--calibration", calibration});
+  return args;
 }
 
 }  // namespace
