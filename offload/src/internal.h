@@ -49,6 +49,9 @@ pb::Encoding to_wire(sim::Encoding encoding);
 /// The wire's encoding as the simulator's; an unknown or unset value keeps its number, which
 /// sim::validate() rejects naming it.
 sim::Encoding from_wire(pb::Encoding encoding);
+/// A LinearTransformRequest's code options, both ways: every field the wire carries, in one place.
+void to_wire(const sim::LinearOptions& options, pb::LinearTransformRequest* out);
+sim::LinearOptions linear_options_from_wire(const pb::LinearTransformRequest& request);
 
 /// Builds a RemoteDevice over an existing channel (Server::connect_in_process).
 struct RemoteAccess {

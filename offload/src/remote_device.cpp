@@ -451,14 +451,7 @@ Result<sim::Projections> RemoteDevice::do_linear_transform(const sim::LinearRequ
     message.set_batch(count);
     message.set_values(request.values.data() + first * request.n_in,
                        static_cast<std::size_t>(count * request.n_in) * sizeof(float));
-    message.set_encoding(to_wire(request.options.encoding));
-    message.set_threshold(request.options.threshold);
-    message.set_bitplanes(request.options.bitplanes);
-    message.set_dither_seed(request.options.dither_seed);
-    message.set_share_frames(request.options.share_frames);
-    message.set_repeats(request.options.repeats);
-    message.set_reference_repeats(request.options.reference_repeats);
-    message.set_exposure_us(request.options.exposure_us);
+    to_wire(request.options, &message);
     message.set_request_id(impl.next_request_id.fetch_add(1, std::memory_order_relaxed));
 
     pb::LinearTransformResponse response;

@@ -276,16 +276,7 @@ class OpuService final : public pb::OpuDevice::Service {
     call.n_out = request.n_out();
     call.batch = request.batch();
     call.values = *values;
-    call.options.encoding = from_wire(request.encoding());
-    call.options.threshold = request.threshold();
-    if (call.options.encoding != sim::Encoding::kTernary) {
-      call.options.bitplanes = request.bitplanes();
-    }
-    call.options.dither_seed = request.dither_seed();
-    call.options.share_frames = request.share_frames();
-    call.options.repeats = request.repeats() == 0 ? 1 : request.repeats();  // 0: an older client
-    call.options.reference_repeats = request.reference_repeats();
-    call.options.exposure_us = request.exposure_us();  // 0 (also an older client's): automatic
+    call.options = linear_options_from_wire(request);
     Result<sim::Projections> projections = device_->linear_transform(call);
     if (!projections.ok()) return projections.status().with_context("LinearTransform");
     const Eigen::MatrixXf& p = projections->values;

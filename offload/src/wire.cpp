@@ -84,6 +84,30 @@ sim::Encoding from_wire(pb::Encoding encoding) {
   return static_cast<sim::Encoding>(static_cast<int>(encoding));
 }
 
+void to_wire(const sim::LinearOptions& options, pb::LinearTransformRequest* out) {
+  out->set_encoding(to_wire(options.encoding));
+  out->set_threshold(options.threshold);
+  out->set_bitplanes(options.bitplanes);
+  out->set_dither_seed(options.dither_seed);
+  out->set_share_frames(options.share_frames);
+  out->set_repeats(options.repeats);
+  out->set_reference_repeats(options.reference_repeats);
+  out->set_exposure_us(options.exposure_us);
+}
+
+sim::LinearOptions linear_options_from_wire(const pb::LinearTransformRequest& request) {
+  sim::LinearOptions options;
+  options.encoding = from_wire(request.encoding());
+  options.threshold = request.threshold();
+  if (options.encoding != sim::Encoding::kTernary) options.bitplanes = request.bitplanes();
+  options.dither_seed = request.dither_seed();
+  options.share_frames = request.share_frames();
+  options.repeats = request.repeats() == 0 ? 1 : request.repeats();  // 0: an older client
+  options.reference_repeats = request.reference_repeats();
+  options.exposure_us = request.exposure_us();  // 0 (also an older client's): automatic
+  return options;
+}
+
 Result<HostPort> split_host_port(std::string_view address, bool allow_port_zero) {
   const std::string quoted = "'" + std::string(address) + "'";
   const std::size_t colon = address.rfind(':');

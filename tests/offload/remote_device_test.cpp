@@ -78,6 +78,10 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
     auto request = opu::test::linear_request(values, 10, kNOut, 16, encoding);
     request.options.dither_seed = 99;
     request.options.share_frames = encoding == opu::sim::Encoding::kStochastic;
+    if (encoding == opu::sim::Encoding::kStochastic) {  // every code option crosses the wire
+      request.options.repeats = 2;
+      request.options.reference_repeats = 3;
+    }
     // A calibrated exposure travels with the request (one encoding), else the automatic one.
     request.options.exposure_us = encoding == opu::sim::Encoding::kBitplanes ? 300.0 : 0.0;
     auto want = local.linear_transform(request);
