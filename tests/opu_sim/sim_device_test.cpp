@@ -72,6 +72,17 @@ TEST_SUITE("opu_sim") {
             StatusCode::kInvalidArgument);
       CHECK(linear_status(*device, values, 10, {static_cast<opu::sim::Encoding>(7), 0.1F, 1})
                 .code() == StatusCode::kInvalidArgument);
+      opu::sim::LinearOptions stochastic{opu::sim::Encoding::kStochastic, 0.1F, 17};
+      CHECK(linear_status(*device, values, 10, stochastic).message() ==
+            "LinearTransform: bitplanes is 17, want 1..16");
+      stochastic.bitplanes = 2;
+      stochastic.repeats = 0;
+      CHECK(linear_status(*device, values, 10, stochastic).message() ==
+            "LinearTransform: repeats is 0, want 1..64");
+      stochastic.repeats = 1;
+      stochastic.reference_repeats = 257;
+      CHECK(linear_status(*device, values, 10, stochastic).message() ==
+            "LinearTransform: reference_repeats is 257, want 0 (device default) .. 256");
     }
     SUBCASE("too many features for the mirrors and the reference") {
       const std::vector<float> values(95, 0.5F);
