@@ -47,7 +47,7 @@ train_all() {
   for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$OUT/serve.log" && break; sleep 0.1; done
   local served="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$OUT/serve.log")"
   local realistic="sim://?seed=7&camera=realistic" ideal="sim://?seed=7&camera=ideal"
-  local raw=(--normalize 0 1)
+  local raw=(--normalize 0 1) mnist=(--normalize 0.1307 0.3081)
   # The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
   local literal=(--encoding ternary --no-share-frames --repeats 1 --reference-repeats 0)
   local single=(--repeats 1 --reference-repeats 0)
@@ -63,13 +63,19 @@ train_all() {
       --bitplanes 2 --no-share-frames "${single[@]}"
     run raw-stochastic2-shared "$seed" "${raw[@]}" --feedback "$realistic" "${single[@]}"
     run raw-stochastic2-shared-ref32 "$seed" "${raw[@]}" --feedback "$realistic" --repeats 1
-    run norm-digital "$seed" --feedback digital
-    run norm-opu-default "$seed" --feedback "$served"
-    run norm-ternary "$seed" --feedback "$realistic" "${literal[@]}"
-    # The paper's normalisation at half the learning rate, where digital DFA is stable.
-    run norm-lr005-digital "$seed" --lr 0.005 --feedback digital
-    run norm-lr005-opu-default "$seed" --lr 0.005 --feedback "$served"
-    run norm-stochastic2-shared "$seed" --feedback "$realistic" "${single[@]}"
+    # opu-train's default inputs: standardised with the training split's mean and std.
+    run std-digital "$seed" --feedback digital
+    run std-opu-default "$seed" --feedback "$served"
+    run std-ternary "$seed" --feedback "$realistic" "${literal[@]}"
+    run std-stochastic2-shared "$seed" --feedback "$realistic" "${single[@]}"
+    # MNIST's constants on Fashion-MNIST (inputs of mean 0.5): digital DFA itself is unstable at
+    # lr 0.01, stable at 0.005.
+    run mnist-digital "$seed" "${mnist[@]}" --feedback digital
+    run mnist-opu-default "$seed" "${mnist[@]}" --feedback "$served"
+    run mnist-ternary "$seed" "${mnist[@]}" --feedback "$realistic" "${literal[@]}"
+    run mnist-lr005-digital "$seed" "${mnist[@]}" --lr 0.005 --feedback digital
+    run mnist-lr005-opu-default "$seed" "${mnist[@]}" --lr 0.005 --feedback "$served"
+    run mnist-stochastic2-shared "$seed" "${mnist[@]}" --feedback "$realistic" "${single[@]}"
     run gcn-digital "$seed" --model gcn --feedback digital
     run gcn-opu-default "$seed" --model gcn --feedback "$served"
     run gcn-ternary "$seed" --model gcn --feedback "$realistic" "${literal[@]}"
@@ -141,30 +147,44 @@ per_epoch() {  # NAME FIELD: "epoch mean" lines
       match($0, "\"" field "\":[-0-9.e]+"); print e, substr($0, RSTART + length(field) + 3, RLENGTH - length(field) - 3) }' "$metrics"
   done | awk '{ s[$1] += $2; c[$1]++ } END { for (e in s) print e, s[e] / c[e] }' | sort -n
 }
-if command -v gnuplot > /dev/null; then
+# plot FILE_STEM TITLE NAME=LABEL...: training loss and test accuracy per epoch of those runs.
+plot() {
+  local stem=$1 title=$2 field entry name lines
+  shift 2
   for field in loss test_accuracy; do
-    for name in raw-digital raw-ternary raw-ternary-ideal raw-stochastic1 raw-stochastic2 \
-      raw-stochastic2-shared raw-opu-default; do
-      [[ -e "$OUT/runs/$name.s${SEEDS%% *}.jsonl" ]] && per_epoch "$name" "$field" > "$OUT/$name.$field.dat"
+    lines=()
+    for entry in "$@"; do
+      name=${entry%%=*}
+      [[ -e "$OUT/runs/$name.s${SEEDS%% *}.jsonl" ]] || continue
+      per_epoch "$name" "$field" > "$OUT/$name.$field.dat"
+      lines+=("\"$OUT/$name.$field.dat\" with linespoints title \"${entry#*=}\"")
     done
+    ((${#lines[@]})) || continue
     gnuplot <<EOF
 set terminal svg size 720,420 font "sans,11"
-set output "$OUT/$field.svg"
-set title "Fashion-MNIST 784-256-256-10, DFA, inputs in [0, 1]: $field per epoch (mean over seeds $SEEDS)"
+set output "$OUT/$stem.$field.svg"
+set title "Fashion-MNIST 784-256-256-10, DFA, $title: ${field/_/ } per epoch (mean over seeds $SEEDS)"
 set xlabel "epoch"
 set ylabel "${field/_/ }"
 set key outside right
 set grid
-plot "$OUT/raw-digital.$field.dat" with linespoints title "digital B", \
-     "$OUT/raw-ternary.$field.dat" with linespoints title "OPU, ternary (literal)", \
-     "$OUT/raw-ternary-ideal.$field.dat" with linespoints title "ideal camera, ternary", \
-     "$OUT/raw-stochastic1.$field.dat" with linespoints title "OPU, stochastic 1 plane", \
-     "$OUT/raw-stochastic2.$field.dat" with linespoints title "OPU, stochastic 2 planes", \
-     "$OUT/raw-stochastic2-shared.$field.dat" with linespoints title "OPU, + shared frames", \
-     "$OUT/raw-opu-default.$field.dat" with linespoints title "OPU default: + 4 repeats, 32 references (served)"
+plot $(IFS=,; echo "${lines[*]}")
 EOF
   done
-  echo "camera_gap.sh: plots in $OUT/loss.svg and $OUT/test_accuracy.svg" >&2
+}
+
+if command -v gnuplot > /dev/null; then
+  plot raw "inputs in [0, 1]" raw-digital="digital B" raw-ternary="OPU, ternary (literal)" \
+    raw-ternary-ideal="ideal camera, ternary" raw-stochastic1="OPU, stochastic 1 plane" \
+    raw-stochastic2="OPU, stochastic 2 planes" raw-stochastic2-shared="OPU, + shared frames" \
+    raw-opu-default="OPU default: + 4 repeats, 32 references (served)"
+  plot std "standardised inputs" std-digital="digital B" std-ternary="OPU, ternary (literal)" \
+    std-stochastic2-shared="OPU, stochastic 2 planes, shared frames" \
+    std-opu-default="OPU default (served)"
+  plot mnist "MNIST's constants" mnist-digital="digital B" mnist-ternary="OPU, ternary (literal)" \
+    mnist-opu-default="OPU default (served)" mnist-lr005-digital="digital B, lr 0.005" \
+    mnist-lr005-opu-default="OPU default, lr 0.005 (served)"
+  echo "camera_gap.sh: plots in $OUT/{raw,std,mnist}.{loss,test_accuracy}.svg" >&2
 else
   echo "camera_gap.sh: gnuplot not found (scripts/bootstrap.sh installs it): no plots" >&2
 fi

@@ -170,6 +170,36 @@ TEST_SUITE("trainer") {
     }
   }
 
+  TEST_CASE("opu-train: inputs are standardised with the training split's statistics") {
+    test::TempDir dir("app_standardise");
+    test::write_idx_folder(dir.str(), test::make_blobs(128, 16, 3, 1),
+                           test::make_blobs(32, 16, 3, 2), 4, 4, false);
+    Result<ImageDataset> images = load_idx_folder(dir.str());
+    REQUIRE(images.ok());
+    const FeatureStats train = feature_stats(images->train);
+    REQUIRE(std::abs(train.mean - feature_stats(images->test).mean) > 1e-4F);  // would be told apart
+    auto recorded_normalization = [&](const std::vector<float>& normalize) {
+      Options o;
+      o.data = dir.str();
+      o.epochs = 1;
+      o.batch = 32;
+      o.hidden = {8};
+      o.normalize = normalize;
+      o.metrics = dir / "m.jsonl";
+      std::ostringstream out, err;
+      REQUIRE_MESSAGE(app::run_training(o, out, err, false).ok(), err.str());
+      std::ifstream metrics(o.metrics);
+      std::string header;
+      std::getline(metrics, header);
+      return nlohmann::json::parse(header)["options"]["normalize"].get<std::vector<float>>();
+    };
+    const std::vector<float> standardised = recorded_normalization({});
+    REQUIRE(standardised.size() == 2);
+    CHECK(standardised[0] == doctest::Approx(train.mean));
+    CHECK(standardised[1] == doctest::Approx(train.std));
+    CHECK(recorded_normalization({0.0F, 1.0F}) == std::vector<float>{0.0F, 1.0F});
+  }
+
   TEST_CASE("opu-train: --checkpoint then --resume ends where a straight run ends") {
   test::TempDir dir("app_resume");
   test::write_idx_folder(dir.str(), test::make_blobs(256, 16, 3, 1),
@@ -240,6 +270,17 @@ TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last li
       const auto [status, err] = run(o);
       CHECK(status.code() == opu::StatusCode::kFailedPrecondition);
       CHECK(err.find("lower --lr") != std::string::npos);
+    }
+    SUBCASE("constant training images cannot be standardised") {
+      test::TempDir flat("app_flat");
+      LabelledData constant = test::make_blobs(16, 16, 3, 1);
+      constant.features.setConstant(0.5F);
+      test::write_idx_folder(flat.str(), constant, constant, 4, 4, false);
+      Options o;
+      o.data = flat.str();
+      const auto [status, err] = run(o);
+      CHECK(status.code() == opu::StatusCode::kInvalidArgument);
+      CHECK(err.find("--normalize 0 1") != std::string::npos);
     }
     SUBCASE("gcn without a planetoid folder") {
       Options o;

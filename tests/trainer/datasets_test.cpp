@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -103,6 +104,22 @@ TEST_SUITE("trainer") {
       CHECK(r.status().code() == StatusCode::kInvalidArgument);
       CHECK(contains(r.status().message(), "4 values per image, want 6"));
     }
+  }
+
+  TEST_CASE("IDX: standardising with a split's statistics gives mean 0 and std 1") {
+    LabelledData split;
+    split.features.resize(2, 2);
+    split.features << 0.0F, 1.0F, 2.0F, 3.0F;
+    const FeatureStats stats = feature_stats(split);
+    CHECK(stats.mean == doctest::Approx(1.5));
+    CHECK(stats.std == doctest::Approx(std::sqrt(1.25)));  // population std, as torchvision's
+    standardize(split, stats);
+    const FeatureStats after = feature_stats(split);
+    CHECK(after.mean == doctest::Approx(0.0).epsilon(1e-6));
+    CHECK(after.std == doctest::Approx(1.0));
+    // A constant split has no spread to divide by.
+    split.features.setConstant(0.5F);
+    CHECK(feature_stats(split).std == 0.0F);
   }
 
   TEST_CASE("Planetoid: normalised adjacency with self-loops") {

@@ -123,12 +123,18 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       if (!loaded.ok()) return fail(loaded.status());
       images = std::move(*loaded);
       data_name = dir;
-      // Both splits with the training recipe's constants (never the test set's own statistics).
-      const float mean = o.normalize[0];
-      const float inv_std = 1.0F / o.normalize[1];
-      for (LabelledData* split : {&images->train, &images->test}) {
-        split->features.array() = (split->features.array() - mean) * inv_std;
+      // Both splits with the training split's statistics (never the test set's own), or with
+      // the constants given; the header of the metrics file records the values used.
+      FeatureStats stats = o.normalize.empty() ? feature_stats(images->train)
+                                               : FeatureStats{o.normalize[0], o.normalize[1]};
+      if (!(stats.std > 0.0F)) {
+        return fail(invalid_argument(dir + ": every training pixel has the same value " +
+                                     std::to_string(stats.mean) +
+                                     ", so the inputs cannot be standardised; pass --normalize 0 1"));
       }
+      o.normalize = {stats.mean, stats.std};
+      spdlog::info("inputs: (pixel - {:.4f}) / {:.4f}", stats.mean, stats.std);
+      for (LabelledData* split : {&images->train, &images->test}) standardize(*split, stats);
       ActivationKind activation = ActivationKind::kRelu;
       if (o.activation == "tanh") {
         activation = ActivationKind::kTanh;

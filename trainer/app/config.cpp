@@ -137,8 +137,9 @@ Status finalize(Options& o) {
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
   }
-  if (o.normalize.size() != 2 || !(o.normalize[1] > 0.0F)) {
-    return invalid_argument("--normalize wants two numbers MEAN STD with STD > 0");
+  if (!o.normalize.empty() && (o.normalize.size() != 2 || !(o.normalize[1] > 0.0F))) {
+    return invalid_argument("--normalize wants two numbers MEAN STD with STD > 0, got " +
+                            std::to_string(o.normalize.size()) + " numbers");
   }
   if (o.feedback == "digital-noisy" && !(o.feedback_snr > 0.0 && std::isfinite(o.feedback_snr))) {
     return bad("feedback-snr", std::to_string(o.feedback_snr),
@@ -209,8 +210,8 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--hidden", o.hidden, "hidden sizes (mlp 256 256, gcn 16)")->expected(1, 16);
   cli.add_option("--activation", o.activation, "mlp hidden activation: relu, tanh, sigmoid");
   cli.add_option("--normalize", o.normalize,
-                 "mlp: MEAN STD of the input normalisation "
-                 "(x - MEAN) / STD, default 0.1307 0.3081 like the paper; 0 1 = none")
+                 "mlp: MEAN STD of the input normalisation (x - MEAN) / STD; default: the "
+                 "training split's own pixel mean and std, as the paper does; 0 1 = none")
       ->expected(2);
   cli.add_option("--loss", o.loss, "cross_entropy, bce or mse");
   cli.add_option("--seed", o.seed, "seed of every random stream (1)");

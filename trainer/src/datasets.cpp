@@ -181,6 +181,21 @@ Result<ImageDataset> load_idx_folder(const std::string& dir) {
   return dataset;
 }
 
+FeatureStats feature_stats(const LabelledData& split) {
+  const Eigen::Index n = split.features.size();
+  if (n == 0) return {};
+  // Double accumulators: 47 million float pixels summed in float would lose the third digit.
+  const double mean = split.features.cast<double>().sum() / static_cast<double>(n);
+  const double var =
+      (split.features.cast<double>().array() - mean).square().sum() / static_cast<double>(n);
+  return {static_cast<float>(mean), static_cast<float>(std::sqrt(var))};
+}
+
+void standardize(LabelledData& split, const FeatureStats& stats) {
+  OPU_CHECK(stats.std > 0.0F, "standardize: std " + std::to_string(stats.std) + ", want > 0");
+  split.features.array() = (split.features.array() - stats.mean) * (1.0F / stats.std);
+}
+
 // --- Planetoid
 // ------------------------------------------------------------------------------------
 

@@ -42,6 +42,18 @@ struct ImageDataset {
   LabelledData test;
 };
 
+/// Mean and standard deviation over every feature value of a split (all pixels of all images).
+struct FeatureStats {
+  float mean = 0.0F;
+  float std = 1.0F;
+};
+
+/// The statistics of `split`, accumulated in double. A constant split has std 0.
+FeatureStats feature_stats(const LabelledData& split);
+
+/// x -> (x - mean) / std on every feature of `split`; `stats.std` must be > 0.
+void standardize(LabelledData& split, const FeatureStats& stats);
+
 /// A folder with the four standard names (train-images-idx3-ubyte, train-labels-idx1-ubyte,
 /// t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), each optionally with `.gz`. The class count
 /// comes from the training labels; test images must have the same size and labels in range.
