@@ -51,10 +51,12 @@ train_all() {
   # The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
   local literal=(--encoding ternary --no-share-frames --repeats 1 --reference-repeats 0)
   local single=(--repeats 1 --reference-repeats 0)
+  local ref32=(--reference-repeats 32)  # the default before the standardised-input runs
   local seed
   for seed in $SEEDS; do
     run raw-digital "$seed" "${raw[@]}" --feedback digital
     run raw-opu-default "$seed" "${raw[@]}" --feedback "$served"
+    run raw-opu-ref32 "$seed" "${raw[@]}" --feedback "$served" "${ref32[@]}"
     run raw-ternary "$seed" "${raw[@]}" --feedback "$realistic" "${literal[@]}"
     run raw-ternary-ideal "$seed" "${raw[@]}" --feedback "$ideal" "${literal[@]}"
     run raw-stochastic1 "$seed" "${raw[@]}" --feedback "$realistic" --encoding stochastic \
@@ -66,18 +68,22 @@ train_all() {
     # opu-train's default inputs: standardised with the training split's mean and std.
     run std-digital "$seed" --feedback digital
     run std-opu-default "$seed" --feedback "$served"
+    run std-opu-ref32 "$seed" --feedback "$served" "${ref32[@]}"
     run std-ternary "$seed" --feedback "$realistic" "${literal[@]}"
     run std-stochastic2-shared "$seed" --feedback "$realistic" "${single[@]}"
     # MNIST's constants on Fashion-MNIST (inputs of mean 0.5): digital DFA itself is unstable at
     # lr 0.01, stable at 0.005.
     run mnist-digital "$seed" "${mnist[@]}" --feedback digital
     run mnist-opu-default "$seed" "${mnist[@]}" --feedback "$served"
+    run mnist-opu-ref32 "$seed" "${mnist[@]}" --feedback "$served" "${ref32[@]}"
     run mnist-ternary "$seed" "${mnist[@]}" --feedback "$realistic" "${literal[@]}"
     run mnist-lr005-digital "$seed" "${mnist[@]}" --lr 0.005 --feedback digital
     run mnist-lr005-opu-default "$seed" "${mnist[@]}" --lr 0.005 --feedback "$served"
+    run mnist-lr005-opu-ref32 "$seed" "${mnist[@]}" --lr 0.005 --feedback "$served" "${ref32[@]}"
     run mnist-stochastic2-shared "$seed" "${mnist[@]}" --feedback "$realistic" "${single[@]}"
     run gcn-digital "$seed" --model gcn --feedback digital
     run gcn-opu-default "$seed" --model gcn --feedback "$served"
+    run gcn-opu-ref32 "$seed" --model gcn --feedback "$served" "${ref32[@]}"
     run gcn-ternary "$seed" --model gcn --feedback "$realistic" "${literal[@]}"
   done
 }
@@ -177,10 +183,12 @@ if command -v gnuplot > /dev/null; then
   plot raw "inputs in [0, 1]" raw-digital="digital B" raw-ternary="OPU, ternary (literal)" \
     raw-ternary-ideal="ideal camera, ternary" raw-stochastic1="OPU, stochastic 1 plane" \
     raw-stochastic2="OPU, stochastic 2 planes" raw-stochastic2-shared="OPU, + shared frames" \
-    raw-opu-default="OPU default: + 4 repeats, 32 references (served)"
+    raw-opu-ref32="OPU, + 4 repeats, 32 references (served)" \
+    raw-opu-default="OPU default: + 4 repeats, 256 references (served)"
   plot std "standardised inputs" std-digital="digital B" std-ternary="OPU, ternary (literal)" \
     std-stochastic2-shared="OPU, stochastic 2 planes, shared frames" \
-    std-opu-default="OPU default (served)"
+    std-opu-ref32="OPU, + 4 repeats, 32 references (served)" \
+    std-opu-default="OPU default: 256 references (served)"
   plot mnist "MNIST's constants" mnist-digital="digital B" mnist-ternary="OPU, ternary (literal)" \
     mnist-opu-default="OPU default (served)" mnist-lr005-digital="digital B, lr 0.005" \
     mnist-lr005-opu-default="OPU default, lr 0.005 (served)"

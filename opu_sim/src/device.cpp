@@ -116,10 +116,10 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
     return invalid_argument("LinearTransform: repeats is " + std::to_string(options.repeats) +
                             ", want 1..64");
   }
-  if (options.reference_repeats < 0 || options.reference_repeats > 256) {
+  if (options.reference_repeats < 0 || options.reference_repeats > kMaxReferenceRepeats) {
     return invalid_argument("LinearTransform: reference_repeats is " +
                             std::to_string(options.reference_repeats) +
-                            ", want 0 (device default) .. 256");
+                            ", want 0 (device default) .. " + std::to_string(kMaxReferenceRepeats));
   }
   OPU_RETURN_IF_ERROR(validate_exposure("LinearTransform", options.exposure_us, "automatic", info));
   switch (options.encoding) {

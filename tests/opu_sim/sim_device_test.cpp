@@ -80,9 +80,9 @@ TEST_SUITE("opu_sim") {
       CHECK(linear_status(*device, values, 10, stochastic).message() ==
             "LinearTransform: repeats is 0, want 1..64");
       stochastic.repeats = 1;
-      stochastic.reference_repeats = 257;
+      stochastic.reference_repeats = opu::sim::kMaxReferenceRepeats + 1;
       CHECK(linear_status(*device, values, 10, stochastic).message() ==
-            "LinearTransform: reference_repeats is 257, want 0 (device default) .. 256");
+            "LinearTransform: reference_repeats is 1025, want 0 (device default) .. 1024");
     }
     SUBCASE("too many features for the mirrors and the reference") {
       const std::vector<float> values(95, 0.5F);

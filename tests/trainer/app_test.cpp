@@ -98,7 +98,7 @@ TEST_SUITE("trainer") {
     CHECK(o.bitplanes == 2);
     CHECK(o.share_frames);
     CHECK(o.repeats == 4);
-    CHECK(o.reference_repeats == 32);
+    CHECK(o.reference_repeats == 256);
     // Flags, then finalize() (as run_training does): the literal scheme, bit-planes keeping their
     // own default plane count, and out-of-range values named.
     const auto finalized = [&](std::vector<std::string> args) -> Result<Options> {
@@ -120,8 +120,8 @@ TEST_SUITE("trainer") {
     CHECK(finalized({"--encoding", "gray"}).status().message() ==
           "--encoding is 'gray', want ternary, bitplanes or stochastic");
     CHECK(finalized({"--repeats", "0"}).status().message() == "--repeats is 0, want in [1, 64]");
-    CHECK(finalized({"--reference-repeats", "300"}).status().message() ==
-          "--reference-repeats is 300, want in [0, 256]");
+    CHECK(finalized({"--reference-repeats", "2000"}).status().message() ==
+          "--reference-repeats is 2000, want in [0, 1024]");
   }
 
   TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {

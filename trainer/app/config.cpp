@@ -131,8 +131,9 @@ Status finalize(Options& o) {
     return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
   }
   if (o.repeats < 1 || o.repeats > 64) return bad("repeats", std::to_string(o.repeats), "in [1, 64]");
-  if (o.reference_repeats < 0 || o.reference_repeats > 256) {
-    return bad("reference-repeats", std::to_string(o.reference_repeats), "in [0, 256]");
+  if (o.reference_repeats < 0 || o.reference_repeats > sim::kMaxReferenceRepeats) {
+    return bad("reference-repeats", std::to_string(o.reference_repeats),
+               "in [0, " + std::to_string(sim::kMaxReferenceRepeats) + "]");
   }
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
@@ -191,7 +192,7 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--repeats", o.repeats,
                  "device feedback: frames of each code taken N times and averaged (4)");
   cli.add_option("--reference-repeats", o.reference_repeats,
-                 "device feedback: reference frames averaged per call, 0 = device default (32)");
+                 "device feedback: reference frames averaged per call (256), 0 = the device's own default");
   cli.add_option("--calibration", o.calibration,
                  "device feedback: calibration file (opu-calibrate exposure --out FILE); its "
                  "exposure goes with every request, its masked pixels project to 0. Digital "

@@ -76,7 +76,7 @@ sim::LinearOptions recommended_linear_options() {
   options.bitplanes = 2;
   options.share_frames = true;
   options.repeats = 4;
-  options.reference_repeats = 32;
+  options.reference_repeats = 256;
   return options;
 }
 

@@ -95,6 +95,9 @@ std::string_view encoding_name(Encoding encoding);
 /// "ternary", "bitplanes" or "stochastic"; anything else is INVALID_ARGUMENT naming it.
 Result<Encoding> parse_encoding(std::string_view name);
 
+/// Most reference frames one linear call may average (about a second of device time at 1.5 kHz).
+inline constexpr int kMaxReferenceRepeats = 1024;
+
 struct LinearOptions {
   Encoding encoding = Encoding::kTernary;
   /// Ternary: a component is "on" when |v_i| > threshold * max_i |v_i| (per sample), in [0, 1).
@@ -113,7 +116,7 @@ struct LinearOptions {
   /// Each measured code's two frames are taken this many times and averaged, in [1, 64]: camera
   /// noise variance / repeats, for repeats times the frames.
   int repeats = 1;
-  /// Reference frames averaged for I(r), in [0, 256]; 0 = the device's default. The reference's
+  /// Reference frames averaged for I(r), in [0, kMaxReferenceRepeats]; 0 = the device's default. The reference's
   /// noise is common to every vector of the call, so it does not average out over a batch the
   /// way each code's own noise does: a batch of feedback errors wants many (docs/camera-gap.md).
   int reference_repeats = 0;

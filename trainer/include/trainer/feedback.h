@@ -94,7 +94,7 @@ class DigitalFeedback final : public FeedbackSource {
 
 /// The device-feedback scheme that closes the camera gap (docs/camera-gap.md), opu-train's
 /// default: unbiased stochastic rounding to 2 bit-planes per sign, identical codes of a call
-/// measured once, each code's frame pair averaged 4 times, the reference 32 times per call.
+/// measured once, each code's frame pair averaged 4 times, the reference 256 times per call.
 /// (sim::LinearOptions{} is the literal scheme: thresholded ternary, one frame pair per code.)
 sim::LinearOptions recommended_linear_options();
 
