@@ -6,8 +6,9 @@
 #   scripts/camera_gap.sh [OUT_DIR]        (default out/camera-gap)
 #
 # Environment: BUILD (a build folder with opu-train and opu-serve, default build/release),
-# SEEDS (default "1 2 3"), EPOCHS (default 15), TRAIN_RUNS=0 to only summarise and plot the runs
-# already in OUT_DIR/runs. Finished runs are kept and skipped, so a killed script continues where
+# SEEDS (default "1 2 3"), EPOCHS (default 15), ONLY (a regular expression: train only the
+# configurations whose name matches, e.g. ONLY='^std-(digital|opu-default)$' SEEDS="4 5 6"),
+# TRAIN_RUNS=0 to only summarise and plot the runs already in OUT_DIR/runs. Finished runs are kept and skipped, so a killed script continues where
 # it stopped. One run at a time, one thread each.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ BUILD=${BUILD:-build/release}
 SEEDS=${SEEDS:-1 2 3}
 EPOCHS=${EPOCHS:-15}
 TRAIN_RUNS=${TRAIN_RUNS:-1}
+ONLY=${ONLY:-.}
 TRAIN="$BUILD/trainer/opu-train"
 SERVE="$BUILD/offload/opu-serve"
 mkdir -p "$OUT/runs"
@@ -27,6 +29,7 @@ run() {
   shift 2
   local metrics="$OUT/runs/$name.s$seed.jsonl"
   [[ -s "$metrics" ]] && return 0
+  [[ $name =~ $ONLY ]] || return 0
   echo "camera_gap.sh: $name seed $seed" >&2
   local epochs=$EPOCHS align=50
   [[ $name == gcn-* ]] && epochs=200 align=10
@@ -169,7 +172,7 @@ plot() {
     gnuplot <<EOF
 set terminal svg size 720,420 font "sans,11"
 set output "$OUT/$stem.$field.svg"
-set title "Fashion-MNIST 784-256-256-10, DFA, $title: ${field/_/ } per epoch (mean over seeds $SEEDS)"
+set title "Fashion-MNIST 784-256-256-10, DFA, $title: ${field/_/ } per epoch (mean over the seeds run)"
 set xlabel "epoch"
 set ylabel "${field/_/ }"
 set key outside right

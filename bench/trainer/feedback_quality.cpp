@@ -49,7 +49,10 @@ std::vector<Scheme> schemes() {
       {"stochastic, 2 planes", "realistic", options(Encoding::kStochastic, 2, false, 1, 0)},
       {"+ shared frames", "realistic", options(Encoding::kStochastic, 2, true, 1, 0)},
       {"+ 32 reference frames", "realistic", options(Encoding::kStochastic, 2, true, 1, 32)},
-      {"+ 4 repeats (default)", "realistic", opu::trainer::recommended_linear_options()},
+      {"+ 4 repeats", "realistic", options(Encoding::kStochastic, 2, true, 4, 32)},
+      {"+ 256 reference frames (default)", "realistic",
+       opu::trainer::recommended_linear_options()},
+      {"default, no shared frames", "realistic", options(Encoding::kStochastic, 2, false, 4, 256)},
       {"default, ideal camera", "ideal", opu::trainer::recommended_linear_options()},
   };
 }
