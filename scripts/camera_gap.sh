@@ -23,7 +23,29 @@ TRAIN="$BUILD/trainer/opu-train"
 SERVE="$BUILD/offload/opu-serve"
 mkdir -p "$OUT/runs"
 
+SERVER=
+stop_server() {
+  [[ -n $SERVER ]] || return 0
+  kill -INT "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
+}
+trap stop_server EXIT
+
+# start_server LOG: a fresh realistic simulated OPU (the README main job's) on a free loopback
+# port; its grpc:// URI in SERVER_URI.
+start_server() {
+  "$SERVE" --listen 127.0.0.1:0 --seed 7 --camera realistic > "$1" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$1" && break; sleep 0.1; done
+  SERVER_URI="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$1")"
+  [[ $SERVER_URI != grpc:// ]] || { echo "camera_gap.sh: opu-serve did not start: $1" >&2; exit 1; }
+}
+
 # run NAME SEED OPU-TRAIN-ARGS...: metrics in runs/NAME.sSEED.jsonl, written only when finished.
+# An argument "SERVED" becomes the URI of an opu-serve started for this run alone: a served run
+# then sees the same device, and the same camera noise, as the in-process run, whatever ran
+# before it (a server shared by several runs would give each run the noise its predecessors left).
 run() {
   local name=$1 seed=$2
   shift 2
@@ -31,10 +53,17 @@ run() {
   [[ -s "$metrics" ]] && return 0
   [[ $name =~ $ONLY ]] || return 0
   echo "camera_gap.sh: $name seed $seed" >&2
-  local epochs=$EPOCHS align=50
+  local epochs=$EPOCHS align=50 args=("$@") i
   [[ $name == gcn-* ]] && epochs=200 align=10
+  for i in "${!args[@]}"; do
+    if [[ ${args[i]} == SERVED ]]; then
+      start_server "$OUT/runs/$name.s$seed.serve.log"
+      args[i]=$SERVER_URI
+    fi
+  done
   "$TRAIN" --method dfa --seed "$seed" --epochs "$epochs" --align-every "$align" \
-    --metrics "$metrics.part" "$@" > "$OUT/runs/$name.s$seed.out" 2>&1
+    --metrics "$metrics.part" "${args[@]}" > "$OUT/runs/$name.s$seed.out" 2>&1
+  stop_server
   mv "$metrics.part" "$metrics"
 }
 
@@ -44,11 +73,7 @@ train_all() {
     [[ -x "$tool" ]] || { echo "camera_gap.sh: $tool not found; build first (BUILD=...)" >&2; exit 2; }
   done
   # The realistic simulated OPU served over loopback, as the README's main job uses it.
-  "$SERVE" --listen 127.0.0.1:0 --seed 7 --camera realistic > "$OUT/serve.log" 2>&1 &
-  SERVER=$!
-  trap 'kill -INT $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-  for _ in $(seq 100); do grep -q '^127.0.0.1:[0-9]' "$OUT/serve.log" && break; sleep 0.1; done
-  local served="grpc://$(grep -m1 -o '^127.0.0.1:[0-9]*' "$OUT/serve.log")"
+  local served=SERVED
   local realistic="sim://?seed=7&camera=realistic" ideal="sim://?seed=7&camera=ideal"
   local raw=(--normalize 0 1) mnist=(--normalize 0.1307 0.3081)
   # The literal scheme and each remedy on its own; opu-train's defaults are the full combination.
