@@ -122,6 +122,8 @@ TEST_SUITE("trainer") {
     CHECK(finalized({"--repeats", "0"}).status().message() == "--repeats is 0, want in [1, 64]");
     CHECK(finalized({"--reference-repeats", "2000"}).status().message() ==
           "--reference-repeats is 2000, want in [0, 1024]");
+    CHECK(finalized({"--normalize", "0.5", "0"}).status().message() ==
+          "--normalize is STD 0.000000, want STD > 0");
   }
 
   TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {

@@ -138,9 +138,12 @@ Status finalize(Options& o) {
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
   }
-  if (!o.normalize.empty() && (o.normalize.size() != 2 || !(o.normalize[1] > 0.0F))) {
-    return invalid_argument("--normalize wants two numbers MEAN STD with STD > 0, got " +
-                            std::to_string(o.normalize.size()) + " numbers");
+  if (!o.normalize.empty() && o.normalize.size() != 2) {
+    return invalid_argument("--normalize wants two numbers MEAN STD, got " +
+                            std::to_string(o.normalize.size()));
+  }
+  if (!o.normalize.empty() && !(o.normalize[1] > 0.0F)) {
+    return bad("normalize", "STD " + std::to_string(o.normalize[1]), "STD > 0");
   }
   if (o.feedback == "digital-noisy" && !(o.feedback_snr > 0.0 && std::isfinite(o.feedback_snr))) {
     return bad("feedback-snr", std::to_string(o.feedback_snr),
@@ -192,7 +195,8 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--repeats", o.repeats,
                  "device feedback: frames of each code taken N times and averaged (4)");
   cli.add_option("--reference-repeats", o.reference_repeats,
-                 "device feedback: reference frames averaged per call (256), 0 = the device's own default");
+                 "device feedback: reference frames averaged per call (256), 0 = the device's "
+                 "own default");
   cli.add_option("--calibration", o.calibration,
                  "device feedback: calibration file (opu-calibrate exposure --out FILE); its "
                  "exposure goes with every request, its masked pixels project to 0. Digital "

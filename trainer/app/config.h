@@ -23,7 +23,7 @@ struct Options {
   // Device feedback. The defaults are recommended_linear_options() (trainer/feedback.h), the
   // combination that closes the camera gap (docs/camera-gap.md): unbiased stochastic rounding to
   // 2 bit-planes per sign, identical codes of a batch measured once, each code's frames averaged
-  // 4 times, the reference 32 times. The literal scheme (ternary, no sharing, 1 repeat, the
+  // 4 times, the reference 256 times. The literal scheme (ternary, no sharing, 1 repeat, the
   // device's reference) stays available.
   std::string encoding{sim::encoding_name(recommended_linear_options().encoding)};
   float threshold = 0.1F;  // ternary threshold, relative to each sample's max |e|

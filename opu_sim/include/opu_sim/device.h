@@ -116,9 +116,10 @@ struct LinearOptions {
   /// Each measured code's two frames are taken this many times and averaged, in [1, 64]: camera
   /// noise variance / repeats, for repeats times the frames.
   int repeats = 1;
-  /// Reference frames averaged for I(r), in [0, kMaxReferenceRepeats]; 0 = the device's default. The reference's
-  /// noise is common to every vector of the call, so it does not average out over a batch the
-  /// way each code's own noise does: a batch of feedback errors wants many (docs/camera-gap.md).
+  /// Reference frames averaged for I(r), in [0, kMaxReferenceRepeats]; 0 = the device's default.
+  /// The reference's noise is common to every vector of the call, so it does not average out
+  /// over a batch the way each code's own noise does: a batch of feedback errors wants many
+  /// (docs/camera-gap.md).
   int reference_repeats = 0;
   /// Exposure of every frame of the call, microseconds, in [0, DeviceInfo.max_exposure_us];
   /// 0 = automatic (the device's holographic auto exposure). A calibrated exposure
