@@ -124,6 +124,10 @@ TEST_SUITE("trainer") {
           "--reference-repeats is 2000, want in [0, 1024]");
     CHECK(finalized({"--normalize", "0.5", "0"}).status().message() ==
           "--normalize is STD 0.000000, want STD > 0");
+    // A config file can give any number of values; the command line takes exactly two.
+    Options three;
+    three.normalize = {0.1F, 0.2F, 0.3F};
+    CHECK(app::finalize(three).message() == "--normalize wants two numbers MEAN STD, got 3");
   }
 
   TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {

@@ -95,7 +95,7 @@ std::string_view encoding_name(Encoding encoding);
 /// "ternary", "bitplanes" or "stochastic"; anything else is INVALID_ARGUMENT naming it.
 Result<Encoding> parse_encoding(std::string_view name);
 
-/// Most reference frames one linear call may average (about a second of device time at 1.5 kHz).
+/// Most reference frames one linear call may average (half a second of device time at 2 kHz).
 inline constexpr int kMaxReferenceRepeats = 1024;
 
 struct LinearOptions {
