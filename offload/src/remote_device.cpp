@@ -105,6 +105,7 @@ struct RemoteDevice::Impl {
   std::atomic<std::uint64_t> next_request_id{1};
   std::atomic<bool> linear_unimplemented{false};
   std::atomic<std::int64_t> rpcs{0}, retries{0}, chunked_calls{0}, linear_fallbacks{0};
+  sim::ReferenceCache reference_cache;  // the fallback's I(r) between calls, as a SimDevice's
 
   void prepare(grpc::ClientContext& context, std::int64_t messages = 1) const {
     context.set_deadline(std::chrono::system_clock::now() +
@@ -435,7 +436,8 @@ Result<sim::Projections> RemoteDevice::do_linear_transform(const sim::LinearRequ
   auto fallback = [&]() -> Result<sim::Projections> {
     impl.linear_fallbacks.fetch_add(1, std::memory_order_relaxed);
     return sim::linear_transform_from_frames(request, impl.info, impl.options.holography,
-                                             sim::device_frame_capture(*this));
+                                             sim::device_frame_capture(*this),
+                                             &impl.reference_cache);
   };
   if (!impl.info.supports_linear || impl.linear_unimplemented.load()) return fallback();
 

@@ -93,6 +93,7 @@ void to_wire(const sim::LinearOptions& options, pb::LinearTransformRequest* out)
   out->set_repeats(options.repeats);
   out->set_reference_repeats(options.reference_repeats);
   out->set_exposure_us(options.exposure_us);
+  out->set_reference_max_age_s(options.reference_max_age_s);
 }
 
 sim::LinearOptions linear_options_from_wire(const pb::LinearTransformRequest& request) {
@@ -105,6 +106,7 @@ sim::LinearOptions linear_options_from_wire(const pb::LinearTransformRequest& re
   options.repeats = request.repeats() == 0 ? 1 : request.repeats();  // 0: an older client
   options.reference_repeats = request.reference_repeats();
   options.exposure_us = request.exposure_us();  // 0 (also an older client's): automatic
+  options.reference_max_age_s = request.reference_max_age_s();  // 0 (older client): every call
   return options;
 }
 

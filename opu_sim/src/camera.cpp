@@ -46,6 +46,47 @@ std::int64_t poisson_ptrs(double lambda, CounterStream& stream) {
   }
 }
 
+// Rounds counts to integers clipped to [0, full_scale] into the wire layout (one byte per pixel,
+// or little-endian uint16); returns the readings that reached full scale. One loop per layout,
+// through a local pointer, so that each vectorises.
+std::int64_t quantise(const std::vector<float>& counts, float full_scale, int bytes_per_pixel,
+                      std::uint8_t* __restrict out) {
+  std::int64_t saturated = 0;
+  const auto n = static_cast<std::int64_t>(counts.size());
+  const float* __restrict in = counts.data();
+  if (bytes_per_pixel == 1) {
+    for (std::int64_t p = 0; p < n; ++p) {
+      const float rounded = std::floor(in[p] + 0.5F);
+      saturated += rounded >= full_scale ? 1 : 0;
+      out[p] = static_cast<std::uint8_t>(
+          static_cast<std::int32_t>(std::min(std::max(rounded, 0.0F), full_scale)));
+    }
+    return saturated;
+  }
+  for (std::int64_t p = 0; p < n; ++p) {
+    const float rounded = std::floor(in[p] + 0.5F);
+    saturated += rounded >= full_scale ? 1 : 0;
+    const auto count = static_cast<std::uint32_t>(std::min(std::max(rounded, 0.0F), full_scale));
+    out[2 * p] = static_cast<std::uint8_t>(count & 0xFFU);
+    out[2 * p + 1] = static_cast<std::uint8_t>(count >> 8);
+  }
+  return saturated;
+}
+
+// The same rounding and clipping as quantise(), kept as floats.
+std::int64_t quantise_to_float(const std::vector<float>& counts, float full_scale,
+                               float* __restrict out) {
+  std::int64_t saturated = 0;
+  const auto n = static_cast<std::int64_t>(counts.size());
+  const float* __restrict in = counts.data();
+  for (std::int64_t p = 0; p < n; ++p) {
+    const float rounded = std::floor(in[p] + 0.5F);
+    saturated += rounded >= full_scale ? 1 : 0;
+    out[p] = std::min(std::max(rounded, 0.0F), full_scale);
+  }
+  return saturated;
+}
+
 }  // namespace
 
 std::int64_t poisson(double lambda, CounterStream& stream) {
@@ -77,19 +118,17 @@ double Camera::exact_reading(double lambda, std::uint64_t frame, std::int64_t pi
   return electrons;
 }
 
-std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, double exposure_us,
-                          std::int64_t first_frame, int threads,
-                          std::vector<std::uint8_t>& data) const {
+template <typename Store>
+std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intensity,
+                                 double exposure_us, std::int64_t first_frame, int threads,
+                                 const Store& store) const {
   const std::int64_t n_out = intensity.rows();
   const std::int64_t batch = intensity.cols();
-  const int bytes_per_pixel = config_.adc_bits <= 8 ? 1 : 2;
-  const auto full_scale = static_cast<float>(config_.full_scale());
   const auto electrons_per_intensity = static_cast<float>(config_.photons_per_us * exposure_us);
   const auto counts_per_electron = static_cast<float>(1.0 / config_.gain_e_per_count);
   const auto dark = static_cast<float>(config_.dark_offset_counts);
   const auto read_variance = static_cast<float>(read_variance_);
   const float shot_weight = shot_noise_ ? 1.0F : 0.0F;
-  data.assign(static_cast<std::size_t>(n_out * batch * bytes_per_pixel), 0);
   std::int64_t saturated = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : saturated)
   {
@@ -104,8 +143,8 @@ std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, do
       float* __restrict out = counts.data();
       // Vectorised: one Gaussian per reading from 32-bit counter hashes of (frame, pixel).
       for (std::int64_t p = 0; p < n_out; ++p) {
-        const std::uint32_t b1 = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) +
-                                           key_high);
+        const std::uint32_t b1 =
+            lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
         const std::uint32_t b2 = lowbias32(b1 + 0x1B873593U);
         float normal = 0.0F;
         float unused = 0.0F;
@@ -124,21 +163,34 @@ std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, do
                                       config_.dark_offset_counts);
         }
       }
-      for (std::int64_t p = 0; p < n_out; ++p) {
-        const float rounded = std::floor(out[p] + 0.5F);
-        saturated += rounded >= full_scale ? 1 : 0;
-        const auto count = static_cast<std::uint32_t>(std::clamp(rounded, 0.0F, full_scale));
-        const std::size_t index = static_cast<std::size_t>(b * n_out + p);
-        if (bytes_per_pixel == 1) {
-          data[index] = static_cast<std::uint8_t>(count);
-        } else {
-          data[2 * index] = static_cast<std::uint8_t>(count & 0xFFU);
-          data[2 * index + 1] = static_cast<std::uint8_t>(count >> 8);
-        }
-      }
+      saturated += store(b, counts);
     }
   }
   return saturated;
+}
+
+std::int64_t Camera::read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, double exposure_us,
+                          std::int64_t first_frame, int threads,
+                          std::vector<std::uint8_t>& data) const {
+  const std::int64_t n_out = intensity.rows();
+  const int bytes_per_pixel = config_.adc_bits <= 8 ? 1 : 2;
+  const auto full_scale = static_cast<float>(config_.full_scale());
+  data.resize(static_cast<std::size_t>(n_out * intensity.cols() * bytes_per_pixel));
+  return read_frames(intensity, exposure_us, first_frame, threads,
+                     [&](std::int64_t b, const std::vector<float>& counts) {
+                       return quantise(counts, full_scale, bytes_per_pixel,
+                                       data.data() + b * n_out * bytes_per_pixel);
+                     });
+}
+
+std::int64_t Camera::read_in_place(Eigen::Ref<Eigen::MatrixXf> intensity, double exposure_us,
+                                   std::int64_t first_frame, int threads) const {
+  const auto full_scale = static_cast<float>(config_.full_scale());
+  // Each frame's readings are computed from its column before store() overwrites it.
+  return read_frames(intensity, exposure_us, first_frame, threads,
+                     [&](std::int64_t b, const std::vector<float>& counts) {
+                       return quantise_to_float(counts, full_scale, intensity.col(b).data());
+                     });
 }
 
 void Camera::read_float(Eigen::Ref<Eigen::MatrixXf> intensity, double exposure_us) const {

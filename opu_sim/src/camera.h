@@ -27,9 +27,8 @@ class Camera {
       : config_(config),
         noise_key_(noise_key),
         shot_noise_(config.shot_noise && !config.ideal),
-        read_variance_(config.read_noise && !config.ideal
-                           ? config.read_noise_e * config.read_noise_e
-                           : 0.0),
+        read_variance_(
+            config.read_noise && !config.ideal ? config.read_noise_e * config.read_noise_e : 0.0),
         // Noiseless cameras draw normals and weigh them by zero; the Gaussian path is then exact.
         gaussian_everywhere_(!(config.exact_shot_noise && shot_noise_) &&
                              (!shot_noise_ || read_variance_ >= kGaussianReadVariance)) {}
@@ -40,12 +39,21 @@ class Camera {
   std::int64_t read(const Eigen::Ref<const Eigen::MatrixXf>& intensity, double exposure_us,
                     std::int64_t first_frame, int threads, std::vector<std::uint8_t>& data) const;
 
+  /// The same readings as read(), as integer-valued floats in place of the intensities: what the
+  /// in-process holography reads, without a trip through the wire layout's bytes.
+  std::int64_t read_in_place(Eigen::Ref<Eigen::MatrixXf> intensity, double exposure_us,
+                             std::int64_t first_frame, int threads) const;
   /// Noiseless, unquantised, unclipped counts (the ideal camera's float output), in place.
   void read_float(Eigen::Ref<Eigen::MatrixXf> intensity, double exposure_us) const;
 
   const CameraConfig& config() const { return config_; }
 
  private:
+  /// The noisy readings of each frame, unrounded, handed to store(frame, readings), which
+  /// quantises them and returns how many saturated. Frames run in parallel.
+  template <typename Store>
+  std::int64_t read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intensity, double exposure_us,
+                           std::int64_t first_frame, int threads, const Store& store) const;
   /// Whether a reading at λ expected electrons is drawn as one Gaussian (see camera.cpp).
   bool gaussian_noise(double lambda) const;
   /// Poisson shot noise plus read noise, in electrons, from the reading's own counter stream.
@@ -54,8 +62,8 @@ class Camera {
   CameraConfig config_;
   std::uint64_t noise_key_;
   bool shot_noise_;
-  double read_variance_;       // electrons^2
-  bool gaussian_everywhere_;   // no reading needs the exact path
+  double read_variance_;      // electrons^2
+  bool gaussian_everywhere_;  // no reading needs the exact path
 };
 
 }  // namespace opu::sim::detail

@@ -16,8 +16,7 @@ Status validate_shape(std::string_view call, std::int64_t n_in, std::int64_t max
                       const DeviceInfo& info) {
   const std::string prefix = std::string(call) + ": ";
   if (n_in < 1) {
-    return invalid_argument(prefix + std::string(n_in_name) + " is " + str(n_in) +
-                            ", want >= 1");
+    return invalid_argument(prefix + std::string(n_in_name) + " is " + str(n_in) + ", want >= 1");
   }
   if (n_in > max_n_in) {
     return out_of_range(prefix + std::string(n_in_name) + " " + str(n_in) +
@@ -66,7 +65,8 @@ std::string_view encoding_name(Encoding encoding) {
 }
 
 Result<Encoding> parse_encoding(std::string_view name) {
-  for (const Encoding encoding : {Encoding::kTernary, Encoding::kBitplanes, Encoding::kStochastic}) {
+  for (const Encoding encoding :
+       {Encoding::kTernary, Encoding::kBitplanes, Encoding::kStochastic}) {
     if (name == encoding_name(encoding)) return encoding;
   }
   return invalid_argument("encoding '" + std::string(name) +
@@ -106,9 +106,9 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
     if (!std::isfinite(request.values[i])) {
       const auto n_in = static_cast<std::size_t>(request.n_in);
       return invalid_argument("LinearTransform: values[" + std::to_string(i) + "] (sample " +
-                              std::to_string(i / n_in) + ", component " +
-                              std::to_string(i % n_in) + ") is " +
-                              std::to_string(request.values[i]) + ", want a finite number");
+                              std::to_string(i / n_in) + ", component " + std::to_string(i % n_in) +
+                              ") is " + std::to_string(request.values[i]) +
+                              ", want a finite number");
     }
   }
   const LinearOptions& options = request.options;
@@ -120,6 +120,11 @@ Status validate(const LinearRequest& request, const DeviceInfo& info) {
     return invalid_argument("LinearTransform: reference_repeats is " +
                             std::to_string(options.reference_repeats) +
                             ", want 0 (device default) .. " + std::to_string(kMaxReferenceRepeats));
+  }
+  if (!(options.reference_max_age_s >= 0.0 && std::isfinite(options.reference_max_age_s))) {
+    return invalid_argument("LinearTransform: reference_max_age_s is " +
+                            std::to_string(options.reference_max_age_s) +
+                            ", want device seconds >= 0 (0 = measure I(r) in every call)");
   }
   OPU_RETURN_IF_ERROR(validate_exposure("LinearTransform", options.exposure_us, "automatic", info));
   switch (options.encoding) {

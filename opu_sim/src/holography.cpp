@@ -59,8 +59,7 @@ void encode_planes(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, CodeB
     }
   }
   for (int k = 0; k < planes; ++k) {
-    const auto weight =
-        static_cast<float>(max_abs * std::ldexp(1.0, planes - 1 - k) / levels);
+    const auto weight = static_cast<float>(max_abs * std::ldexp(1.0, planes - 1 - k) / levels);
     weights(k) = weight;
     weights(planes + k) = -weight;
   }
@@ -87,9 +86,8 @@ std::uint64_t dither_key(const Eigen::Ref<const Eigen::VectorXf>& v, std::uint64
 // component's expected decoded value is exactly v_i. Deterministic codes are biased (ternary
 // moves sub-threshold mass onto the selected components), and DFA follows that bias instead of
 // settling (docs/camera-gap.md); an unbiased code only adds zero-mean noise, which DFA averages.
-void encode_stochastic(const Eigen::Ref<const Eigen::VectorXf>& v, int planes,
-                       std::uint64_t seed, CodeBits& bits, Eigen::Ref<Eigen::VectorXf> weights,
-                       std::int64_t column) {
+void encode_stochastic(const Eigen::Ref<const Eigen::VectorXf>& v, int planes, std::uint64_t seed,
+                       CodeBits& bits, Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
   const std::uint64_t key = dither_key(v, seed);
   encode_planes(v, planes, bits, weights, column, [key](double scaled, std::int64_t i) {
     const double floor = std::floor(scaled);
@@ -138,23 +136,22 @@ void accumulate(FrameInfo& total, const FrameInfo& part, bool first) {
   total.exposure_us = part.exposure_us;
 }
 
-// The exposure that puts the mean (x + r) frame at config.target_fill of full scale, from a probe
-// of the reference at the default exposure: intensity grows linearly with the mirrors that are on
-// (speckle of independent columns) and with exposure, after the dark level is removed.
-Result<double> choose_exposure(const CapturedFrames& probe, const DeviceInfo& info,
-                               const HolographyConfig& config, const HolographyLayout& layout,
-                               double mean_mirrors_on) {
-  const double dark = probe.counts.col(0).cast<double>().mean();
-  const double reference = probe.counts.col(1).cast<double>().mean() - dark;
-  if (!(reference > 0.0)) {
+// The exposure that puts the mean (x + r) frame at config.target_fill of full scale, from the
+// reference's counts above dark at a known exposure (a probe at the default exposure, or a stored
+// reference per µs): intensity grows linearly with the mirrors that are on (speckle of independent
+// columns) and with exposure.
+Result<double> choose_exposure(double reference_counts, double at_exposure_us,
+                               const DeviceInfo& info, const HolographyConfig& config,
+                               const HolographyLayout& layout, double mean_mirrors_on) {
+  if (!(reference_counts > 0.0)) {
     return failed_precondition(
-        "LinearTransform: the reference reads " + std::to_string(reference) +
+        "LinearTransform: the reference reads " + std::to_string(reference_counts) +
         " counts above dark at the default exposure, want > 0 (camera too dark or blind)");
   }
   const double full_scale = std::ldexp(1.0, info.adc_bits) - 1.0;
-  const double per_mirror = reference / static_cast<double>(layout.reference_mirrors());
+  const double per_mirror = reference_counts / static_cast<double>(layout.reference_mirrors());
   const double exposure =
-      probe.info.exposure_us * config.target_fill * full_scale / (per_mirror * mean_mirrors_on);
+      at_exposure_us * config.target_fill * full_scale / (per_mirror * mean_mirrors_on);
   const double longest = info.max_exposure_us > 0.0 ? info.max_exposure_us : exposure;
   return std::clamp(exposure, 1.0, longest);
 }
@@ -192,8 +189,8 @@ CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layo
   for (std::int64_t s = 0; s < code.batch; ++s) {
     for (std::int64_t c = 0; c < code.codes_per_sample; ++c) {
       const std::uint8_t* bits = code.packed.data() + (s * code.codes_per_sample + c) * code_bytes;
-      const std::int64_t ones = count_ones({bits, static_cast<std::size_t>(code_bytes)},
-                                           code.n_features);
+      const std::int64_t ones =
+          count_ones({bits, static_cast<std::size_t>(code_bytes)}, code.n_features);
       if (code.weights(c, s) == 0.0F || ones == 0) continue;
       const std::string_view key(reinterpret_cast<const char*>(bits),
                                  static_cast<std::size_t>(code_bytes));
@@ -231,8 +228,8 @@ Result<HolographyLayout> HolographyLayout::fit(std::int64_t n_features, std::int
   if (n_features < 1 || blocks > max_n_in) {
     return out_of_range("LinearTransform: n_in " + std::to_string(n_features) + " needs " +
                         std::to_string(blocks) + " mirrors with its " +
-                        std::to_string(reference_blocks) +
-                        "-block reference, device max_n_in is " + std::to_string(max_n_in));
+                        std::to_string(reference_blocks) + "-block reference, device max_n_in is " +
+                        std::to_string(max_n_in));
   }
   const std::int64_t factor = max_n_in / blocks;
   return HolographyLayout{n_features, factor, reference_blocks, blocks * factor};
@@ -305,10 +302,39 @@ FrameCapture device_frame_capture(Device& device) {
   };
 }
 
+std::optional<MeasuredReference> ReferenceCache::find(const HolographyLayout& layout,
+                                                      std::int64_t n_out, int frames,
+                                                      std::int64_t max_age_ns) const {
+  const std::int64_t now_ns = clock_ ? clock_() : 0;
+  std::lock_guard lock(mutex_);
+  const auto found = references_.find(key(layout, n_out));
+  if (found == references_.end()) return std::nullopt;
+  const MeasuredReference& stored = found->second;
+  const std::int64_t age_ns = std::max(now_ns, stored.seen_ns) - stored.measured_ns;
+  if (stored.frames < frames || age_ns > max_age_ns) {
+    return std::nullopt;
+  }
+  return stored;
+}
+
+void ReferenceCache::store(const HolographyLayout& layout, std::int64_t n_out,
+                           MeasuredReference reference) {
+  std::lock_guard lock(mutex_);
+  references_.insert_or_assign(key(layout, n_out), std::move(reference));
+}
+
+void ReferenceCache::seen(const HolographyLayout& layout, std::int64_t n_out, std::int64_t now_ns) {
+  std::lock_guard lock(mutex_);
+  if (auto found = references_.find(key(layout, n_out)); found != references_.end()) {
+    found->second.seen_ns = std::max(found->second.seen_ns, now_ns);
+  }
+}
+
 Result<Projections> linear_transform_from_frames(const LinearRequest& request,
                                                  const DeviceInfo& info,
                                                  const HolographyConfig& config,
-                                                 const FrameCapture& capture) {
+                                                 const FrameCapture& capture,
+                                                 ReferenceCache* cache) {
   Result<HolographyLayout> fitted =
       HolographyLayout::fit(request.n_in, info.max_n_in, config.reference_blocks);
   if (!fitted.ok()) return fitted.status();
@@ -319,31 +345,50 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   if (!encoded.ok()) return encoded.status();
   const BinaryCode& code = *encoded;
 
+  const int repeats =
+      std::max(1, request.options.reference_repeats > 0 ? request.options.reference_repeats
+                                                        : config.reference_repeats);
+  const auto max_age_ns =
+      static_cast<std::int64_t>(std::llround(request.options.reference_max_age_s * 1e9));
+  ReferenceCache* const reuse = max_age_ns > 0 ? cache : nullptr;
+  const std::optional<MeasuredReference> stored =
+      reuse != nullptr ? reuse->find(layout, request.n_out, repeats, max_age_ns) : std::nullopt;
+
   // Codes that light nothing project to exactly 0 (L(0) = 0): no frames are spent on them.
   PatternBatch frames(layout);
-  const int repeats = std::max(1, request.options.reference_repeats > 0
-                                      ? request.options.reference_repeats
-                                      : config.reference_repeats);
-  frames.add(nullptr, false);  // dark frame
-  for (int r = 0; r < repeats; ++r) frames.add(nullptr, true);
+  if (!stored) {
+    frames.add(nullptr, false);  // dark frame
+    for (int r = 0; r < repeats; ++r) frames.add(nullptr, true);
+  }
   const CodeFrames plan =
       plan_code_frames(code, layout, request.options.share_frames, request.options.repeats, frames);
   Projections result;
   result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
+  if (frames.frames() == 0) return result;
   // A calibrated exposure (the request's) replaces the automatic one, and its probe frames.
   const bool calibrated_exposure = request.options.exposure_us > 0.0;
   double exposure = calibrated_exposure ? request.options.exposure_us : info.exposure_us;
   bool first_call = true;
   if (!calibrated_exposure && config.target_fill > 0.0 && !plan.active.empty()) {
-    PatternBatch probe(layout);
-    probe.add(nullptr, false);
-    probe.add(nullptr, true);
-    Result<CapturedFrames> probed =
-        capture(probe.packed(), probe.frames(), request.n_out, info.exposure_us, layout);
-    if (!probed.ok()) return probed.status();
-    accumulate(result.info, probed->info, true);
-    first_call = false;
-    Result<double> chosen = choose_exposure(*probed, info, config, layout, plan.mean_mirrors_on);
+    double reference_counts = 0.0;
+    double at_exposure_us = 1.0;
+    if (stored) {
+      reference_counts = stored->per_us.cast<double>().mean();
+    } else {
+      PatternBatch probe(layout);
+      probe.add(nullptr, false);
+      probe.add(nullptr, true);
+      Result<CapturedFrames> probed =
+          capture(probe.packed(), probe.frames(), request.n_out, info.exposure_us, layout);
+      if (!probed.ok()) return probed.status();
+      accumulate(result.info, probed->info, true);
+      first_call = false;
+      reference_counts =
+          probed->counts.col(1).cast<double>().mean() - probed->counts.col(0).cast<double>().mean();
+      at_exposure_us = probed->info.exposure_us;
+    }
+    Result<double> chosen = choose_exposure(reference_counts, at_exposure_us, info, config, layout,
+                                            plan.mean_mirrors_on);
     if (!chosen.ok()) return chosen.status();
     exposure = *chosen;
   }
@@ -353,16 +398,27 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   accumulate(result.info, captured->info, first_call);
   const Eigen::MatrixXf& counts = captured->counts;
 
-  // I(r) per pixel above the dark level; pixels too dark to divide by are masked.
-  const float dark = counts.col(0).mean();
+  // I(r) per pixel above the dark level, measured now or stored (scaled to this exposure).
+  const float dark = stored ? stored->dark : counts.col(0).mean();
   const Eigen::VectorXf reference =
-      (counts.middleCols(1, repeats).rowwise().mean().array() - dark).matrix();
+      stored ? Eigen::VectorXf(stored->per_us * static_cast<float>(exposure))
+             : Eigen::VectorXf(
+                   (counts.middleCols(1, repeats).rowwise().mean().array() - dark).matrix());
   const float mean_reference = reference.mean();
   if (!(mean_reference > 0.0F)) {
     return failed_precondition("LinearTransform: the reference reads " +
                                std::to_string(mean_reference) +
                                " counts above dark, want > 0 (exposure too short?)");
   }
+  if (reuse != nullptr) {
+    if (!stored) {
+      reuse->store(layout, request.n_out,
+                   {reference / static_cast<float>(exposure), dark, repeats,
+                    captured->info.device_time_start_ns, captured->info.device_time_start_ns});
+    }
+    reuse->seen(layout, request.n_out, captured->info.device_time_end_ns);
+  }
+  // Pixels too dark to divide by are masked.
   const float cut = static_cast<float>(config.dark_pixel_fraction) * mean_reference;
   Eigen::VectorXf inverse_norm = reference.unaryExpr([cut](float intensity) {
     return intensity > cut && intensity > 0.0F ? 0.5F / std::sqrt(intensity) : 0.0F;
@@ -379,8 +435,8 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   for (const ActiveCode& active : plan.active) {
     difference.setZero();
     for (int r = 0; r < code_repeats; ++r) {
-      difference += counts.col(active.frame + 2 * r).array() -
-                    counts.col(active.frame + 2 * r + 1).array();
+      difference +=
+          counts.col(active.frame + 2 * r).array() - counts.col(active.frame + 2 * r + 1).array();
     }
     const float weight = code.weights(active.code, active.sample) * scale;
     result.values.col(active.sample).array() +=

@@ -62,6 +62,24 @@ std::unique_ptr<Medium> make_medium(const SimConfig& config) {
   }
 }
 
+// Fields of binary patterns over a block matrix's columns (n_out x batch): each frame's field is
+// the sum of the columns its bits select, added in column order. The same sums, bit for bit, as a
+// product with the patterns' 0/1 matrix, without the multiplications by zero: a code lights a
+// few of its ~11 columns.
+Eigen::MatrixXcf sum_selected_blocks(const Eigen::MatrixXcf& blocks,
+                                     std::span<const std::uint8_t> patterns, std::int64_t columns,
+                                     std::int64_t batch, std::int64_t n_out) {
+  Eigen::MatrixXcf fields = Eigen::MatrixXcf::Zero(n_out, batch);
+  const std::int64_t bytes = packed_bytes(columns);
+  for (std::int64_t f = 0; f < batch; ++f) {
+    const std::uint8_t* pattern = patterns.data() + f * bytes;
+    for (std::int64_t k = 0; k < columns; ++k) {
+      if (frame_bit(pattern, k)) fields.col(f) += blocks.col(k).head(n_out);
+    }
+  }
+  return fields;
+}
+
 }  // namespace
 
 struct SimDevice::Impl {
@@ -78,6 +96,12 @@ struct SimDevice::Impl {
   using BlockKey = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::uint64_t>;
   mutable std::mutex block_mutex;
   mutable std::map<BlockKey, std::shared_ptr<const Eigen::MatrixXcf>> block_cache;
+
+  // I(r) between linear calls (LinearOptions.reference_max_age_s), aged by the device clock.
+  ReferenceCache reference_cache{[this] {
+    std::lock_guard lock(clock_mutex);
+    return device_time_ns;
+  }};
 
   explicit Impl(const SimConfig& c)
       : config(c), medium(make_medium(c)), camera(c.camera, noise_key(c)) {
@@ -178,33 +202,16 @@ struct SimDevice::Impl {
       camera.read_float(counts, exposure_us);
       return 0;
     }
-    Frames frames;
-    frames.n_out = counts.rows();
-    frames.batch = counts.cols();
-    frames.adc_bits = config.camera.adc_bits;
-    const std::int64_t saturated =
-        camera.read(counts, exposure_us, first_frame, config.threads, frames.data);
-    counts = frames.to_float();
-    return saturated;
+    return camera.read_in_place(counts, exposure_us, first_frame, config.threads);
   }
 
-  Result<CapturedFrames> capture_blocks(std::span<const std::uint8_t> patterns,
-                                        std::int64_t batch, std::int64_t n_out,
-                                        double exposure_us, const HolographyLayout& layout) {
+  Result<CapturedFrames> capture_blocks(std::span<const std::uint8_t> patterns, std::int64_t batch,
+                                        std::int64_t n_out, double exposure_us,
+                                        const HolographyLayout& layout) {
     const Reservation r = reserve(batch, exposure_us);
-    Eigen::MatrixXf selection(block_columns(layout), batch);
-    unpack_frames_to_float(patterns, block_columns(layout), batch, selection);
     const Eigen::MatrixXcf fields = drifting_fields(r, batch, [&](std::uint64_t k) {
-      const std::shared_ptr<const Eigen::MatrixXcf> blocks = block_matrix(layout, k);
-      Eigen::MatrixXcf out(n_out, batch);
-      const Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>> real_view(
-          reinterpret_cast<const float*>(blocks->data()), 2 * n_out, blocks->cols(),
-          Eigen::OuterStride<>(2 * blocks->rows()));
-      // Inner dimension features + 1 (about 11): Eigen's own coefficient-based product, not a
-      // BLAS call, whose thread pool would fight the camera's OpenMP threads for the cores.
-      Eigen::Map<Eigen::MatrixXf>(reinterpret_cast<float*>(out.data()), 2 * n_out, batch)
-          .noalias() = real_view.lazyProduct(selection);
-      return out;
+      return sum_selected_blocks(*block_matrix(layout, k), patterns, block_columns(layout), batch,
+                                 n_out);
     });
     CapturedFrames captured;
     const std::int64_t saturated = read_counts(fields, exposure_us, r.first_frame, captured.counts);
@@ -216,9 +223,8 @@ struct SimDevice::Impl {
   Eigen::MatrixXcf transform_fields(const TransformRequest& request, const Reservation& r) const {
     return drifting_fields(r, request.batch, [&](std::uint64_t k) {
       Eigen::MatrixXcf out;
-      medium->fields({request.inputs, request.n_in, request.n_out, request.batch, k,
-                      config.threads},
-                     out);
+      medium->fields(
+          {request.inputs, request.n_in, request.n_out, request.batch, k, config.threads}, out);
       return out;
     });
   }
@@ -282,7 +288,8 @@ Result<Projections> SimDevice::do_linear_transform(const LinearRequest& request)
                                       const HolographyLayout& layout) {
     return impl_->capture_blocks(patterns, batch, n_out, exposure_us, layout);
   };
-  return linear_transform_from_frames(request, impl_->info, impl_->config.holography, capture);
+  return linear_transform_from_frames(request, impl_->info, impl_->config.holography, capture,
+                                      &impl_->reference_cache);
 }
 
 Result<Eigen::MatrixXf> SimDevice::exact_linear(const LinearRequest& request) const {

@@ -92,6 +92,22 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
     check_same(got->info, want->info);
     if (request.options.exposure_us > 0.0) CHECK(got->info.exposure_us == 300.0);
   }
+  // A reference measured by one request and reused by the next, on either side of the wire.
+  auto values = opu::test::random_values(10, 16, 78);
+  auto request = opu::test::linear_request(values, 10, kNOut, 16, opu::sim::Encoding::kStochastic);
+  request.options.reference_max_age_s = 60.0;
+  std::vector<std::int64_t> frames;
+  for (int call = 0; call < 2; ++call) {
+    CAPTURE(call);
+    auto want = local.linear_transform(request);
+    auto got = remote.linear_transform(request);
+    REQUIRE_MESSAGE(want.ok(), want.status().to_string());
+    REQUIRE_MESSAGE(got.ok(), got.status().to_string());
+    CHECK((got->values.array() == want->values.array()).all());
+    check_same(got->info, want->info);
+    frames.push_back(got->info.frames);
+  }
+  CHECK(frames[1] < frames[0]);  // the second request measured no reference
 }
 
 }  // namespace

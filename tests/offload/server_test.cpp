@@ -189,6 +189,9 @@ TEST_SUITE("offload") {
          grpc::StatusCode::INVALID_ARGUMENT, "LinearTransform: exposure_us is -5"},
         {"exposure above max", [](auto& r) { r.set_exposure_us(1e12); },
          grpc::StatusCode::OUT_OF_RANGE, "above device max_exposure_us"},
+        {"negative reference age", [](auto& r) { r.set_reference_max_age_s(-2.0); },
+         grpc::StatusCode::INVALID_ARGUMENT,
+         "LinearTransform: reference_max_age_s is -2.000000, want device seconds >= 0"},
     };
     for (const Bad& bad : cases) {
       CAPTURE(bad.name);

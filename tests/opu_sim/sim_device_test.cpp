@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numbers>
 #include <thread>
@@ -49,8 +49,7 @@ TEST_SUITE("opu_sim") {
       CHECK(transform_status(*device, 100, 65, 1, 13).code() == StatusCode::kOutOfRange);
     }
     SUBCASE("exposure out of range") {
-      CHECK(transform_status(*device, 100, 64, 1, 13, -1.0).code() ==
-            StatusCode::kInvalidArgument);
+      CHECK(transform_status(*device, 100, 64, 1, 13, -1.0).code() == StatusCode::kInvalidArgument);
       CHECK(transform_status(*device, 100, 64, 1, 13, std::nan("")).code() ==
             StatusCode::kInvalidArgument);
       CHECK(transform_status(*device, 100, 64, 1, 13, 1e9).code() == StatusCode::kOutOfRange);
@@ -83,6 +82,15 @@ TEST_SUITE("opu_sim") {
       stochastic.reference_repeats = opu::sim::kMaxReferenceRepeats + 1;
       CHECK(linear_status(*device, values, 10, stochastic).message() ==
             "LinearTransform: reference_repeats is 1025, want 0 (device default) .. 1024");
+      stochastic.reference_repeats = 0;
+      for (const double age : {-1.0, std::numeric_limits<double>::quiet_NaN(),
+                               std::numeric_limits<double>::infinity()}) {
+        stochastic.reference_max_age_s = age;
+        const opu::Status s = linear_status(*device, values, 10, stochastic);
+        CHECK(s.code() == StatusCode::kInvalidArgument);
+        CHECK_MESSAGE(s.message().starts_with("LinearTransform: reference_max_age_s is "),
+                      s.message());
+      }
     }
     SUBCASE("too many features for the mirrors and the reference") {
       const std::vector<float> values(95, 0.5F);
@@ -168,9 +176,8 @@ TEST_SUITE("opu_sim") {
     auto b = two->transform({512, 300, 70, packed, 0.0});
     CHECK(a->data == b->data);
     const Eigen::MatrixXf values = opu::test::random_values(10, 9, 4);
-    const opu::sim::LinearRequest request{10, 300, 9,
-                                          {values.data(), static_cast<std::size_t>(values.size())},
-                                          {}};
+    const opu::sim::LinearRequest request{
+        10, 300, 9, {values.data(), static_cast<std::size_t>(values.size())}, {}};
     CHECK(one->linear_transform(request)->values == two->linear_transform(request)->values);
   }
 
@@ -187,8 +194,8 @@ TEST_SUITE("opu_sim") {
     for (std::int64_t i = 0; i < 8; ++i) {
       for (std::int64_t j = 0; j < 64; ++j) {
         power += std::norm(drifting->matrix_entry(i, j, 1.0));
-        overlap += (std::conj(drifting->matrix_entry(i, j, 1.0)) * still->matrix_entry(i, j))
-                       .real();
+        overlap +=
+            (std::conj(drifting->matrix_entry(i, j, 1.0)) * still->matrix_entry(i, j)).real();
       }
     }
     // 512 entries with E|R_ij|^2 = 2/64: power 16, relative std 1/sqrt(512) = 4.4%; the overlap

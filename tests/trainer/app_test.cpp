@@ -99,6 +99,7 @@ TEST_SUITE("trainer") {
     CHECK(o.share_frames);
     CHECK(o.repeats == 4);
     CHECK(o.reference_repeats == 256);
+    CHECK(o.reference_max_age == 0.0);  // a fresh reference in every call
     // Flags, then finalize() (as run_training does): the literal scheme, bit-planes keeping their
     // own default plane count, and out-of-range values named.
     const auto finalized = [&](std::vector<std::string> args) -> Result<Options> {
@@ -107,8 +108,8 @@ TEST_SUITE("trainer") {
       OPU_RETURN_IF_ERROR(app::finalize(*parsed));
       return parsed;
     };
-    Result<Options> literal = finalized({"--encoding", "ternary", "--no-share-frames",
-                                         "--repeats", "1", "--reference-repeats", "0"});
+    Result<Options> literal = finalized({"--encoding", "ternary", "--no-share-frames", "--repeats",
+                                         "1", "--reference-repeats", "0"});
     REQUIRE(literal.ok());
     CHECK(literal->encoding == "ternary");
     CHECK(!literal->share_frames);
@@ -122,6 +123,12 @@ TEST_SUITE("trainer") {
     CHECK(finalized({"--repeats", "0"}).status().message() == "--repeats is 0, want in [1, 64]");
     CHECK(finalized({"--reference-repeats", "2000"}).status().message() ==
           "--reference-repeats is 2000, want in [0, 1024]");
+    Result<Options> reuse = finalized({"--reference-max-age", "10"});
+    REQUIRE(reuse.ok());
+    CHECK(reuse->reference_max_age == 10.0);
+    CHECK(finalized({"--reference-max-age", "-1"}).status().message() ==
+          "--reference-max-age is -1.000000, want device seconds >= 0 (0 = a fresh reference in "
+          "every call)");
     CHECK(finalized({"--normalize", "0.5", "0"}).status().message() ==
           "--normalize is STD 0.000000, want STD > 0");
     // A config file can give any number of values; the command line takes exactly two.
@@ -183,7 +190,8 @@ TEST_SUITE("trainer") {
     Result<ImageDataset> images = load_idx_folder(dir.str());
     REQUIRE(images.ok());
     const FeatureStats train = feature_stats(images->train);
-    REQUIRE(std::abs(train.mean - feature_stats(images->test).mean) > 1e-4F);  // would be told apart
+    REQUIRE(std::abs(train.mean - feature_stats(images->test).mean) >
+            1e-4F);  // would be told apart
     auto recorded_normalization = [&](const std::vector<float>& normalize) {
       Options o;
       o.data = dir.str();
@@ -207,37 +215,37 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-train: --checkpoint then --resume ends where a straight run ends") {
-  test::TempDir dir("app_resume");
-  test::write_idx_folder(dir.str(), test::make_blobs(256, 16, 3, 1),
-                         test::make_blobs(48, 16, 3, 1), 4, 4, false);
-  Options o;
-  o.data = dir.str();
-  o.hidden = {12, 12};
-  o.batch = 32;
-  o.epochs = 3;
-  std::ostringstream out, err;
-  Result<nlohmann::json> straight = app::run_training(o, out, err, false);
-  REQUIRE(straight.ok());
-  o.checkpoint = dir / "ckpt";
-  o.epochs = 1;
-  REQUIRE(app::run_training(o, out, err, false).ok());
-  o.epochs = 3;
-  o.resume = true;
-  std::ostringstream resumed_out;
-  Result<nlohmann::json> resumed = app::run_training(o, resumed_out, err, false);
-  REQUIRE(resumed.ok());
-  CHECK(resumed_out.str().find("resuming after epoch 1") != std::string::npos);
-  CHECK((*resumed)["epochs"] == 3);
-  CHECK((*resumed)["final_loss"] == (*straight)["final_loss"]);  // bit for bit
-  CHECK((*resumed)["test_accuracy"] == (*straight)["test_accuracy"]);
-  // Another method cannot resume this checkpoint.
-  o.method = "bp";
-  std::ostringstream other;
-  const Result<nlohmann::json> refused = app::run_training(o, other, err, false);
-  CHECK(refused.status().code() == opu::StatusCode::kFailedPrecondition);
-}
+    test::TempDir dir("app_resume");
+    test::write_idx_folder(dir.str(), test::make_blobs(256, 16, 3, 1),
+                           test::make_blobs(48, 16, 3, 1), 4, 4, false);
+    Options o;
+    o.data = dir.str();
+    o.hidden = {12, 12};
+    o.batch = 32;
+    o.epochs = 3;
+    std::ostringstream out, err;
+    Result<nlohmann::json> straight = app::run_training(o, out, err, false);
+    REQUIRE(straight.ok());
+    o.checkpoint = dir / "ckpt";
+    o.epochs = 1;
+    REQUIRE(app::run_training(o, out, err, false).ok());
+    o.epochs = 3;
+    o.resume = true;
+    std::ostringstream resumed_out;
+    Result<nlohmann::json> resumed = app::run_training(o, resumed_out, err, false);
+    REQUIRE(resumed.ok());
+    CHECK(resumed_out.str().find("resuming after epoch 1") != std::string::npos);
+    CHECK((*resumed)["epochs"] == 3);
+    CHECK((*resumed)["final_loss"] == (*straight)["final_loss"]);  // bit for bit
+    CHECK((*resumed)["test_accuracy"] == (*straight)["test_accuracy"]);
+    // Another method cannot resume this checkpoint.
+    o.method = "bp";
+    std::ostringstream other;
+    const Result<nlohmann::json> refused = app::run_training(o, other, err, false);
+    CHECK(refused.status().code() == opu::StatusCode::kFailedPrecondition);
+  }
 
-TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
+  TEST_CASE("opu-train: bad input ends with an error naming it, and a JSON last line") {
     test::TempDir dir("app_bad");
     test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
                            test::make_blobs(16, 16, 3, 1), 4, 4, false);

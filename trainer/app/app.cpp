@@ -128,9 +128,9 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       FeatureStats stats = o.normalize.empty() ? feature_stats(images->train)
                                                : FeatureStats{o.normalize[0], o.normalize[1]};
       if (!(stats.std > 0.0F)) {
-        return fail(invalid_argument(dir + ": every training pixel has the same value " +
-                                     std::to_string(stats.mean) +
-                                     ", so the inputs cannot be standardised; pass --normalize 0 1"));
+        return fail(invalid_argument(
+            dir + ": every training pixel has the same value " + std::to_string(stats.mean) +
+            ", so the inputs cannot be standardised; pass --normalize 0 1"));
       }
       o.normalize = {stats.mean, stats.std};
       spdlog::info("inputs: (pixel - {:.4f}) / {:.4f}", stats.mean, stats.std);
@@ -204,6 +204,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       linear.share_frames = o.share_frames;
       linear.repeats = o.repeats;
       linear.reference_repeats = o.reference_repeats;
+      linear.reference_max_age_s = o.reference_max_age;
       if (!o.calibration.empty()) {
         Result<AppliedCalibration> applied = use_calibration(o.calibration, device, linear);
         if (!applied.ok()) return fail(applied.status());

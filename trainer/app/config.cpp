@@ -36,6 +36,7 @@ const std::map<std::string, Field>& fields() {
       {"share-frames", field(&Options::share_frames)},
       {"repeats", field(&Options::repeats)},
       {"reference-repeats", field(&Options::reference_repeats)},
+      {"reference-max-age", field(&Options::reference_max_age)},
       {"calibration", field(&Options::calibration)},
       {"epochs", field(&Options::epochs)},
       {"batch", field(&Options::batch)},
@@ -130,10 +131,15 @@ Status finalize(Options& o) {
   if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
     return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
   }
-  if (o.repeats < 1 || o.repeats > 64) return bad("repeats", std::to_string(o.repeats), "in [1, 64]");
+  if (o.repeats < 1 || o.repeats > 64)
+    return bad("repeats", std::to_string(o.repeats), "in [1, 64]");
   if (o.reference_repeats < 0 || o.reference_repeats > sim::kMaxReferenceRepeats) {
     return bad("reference-repeats", std::to_string(o.reference_repeats),
                "in [0, " + std::to_string(sim::kMaxReferenceRepeats) + "]");
+  }
+  if (!(o.reference_max_age >= 0.0 && std::isfinite(o.reference_max_age))) {
+    return bad("reference-max-age", std::to_string(o.reference_max_age),
+               "device seconds >= 0 (0 = a fresh reference in every call)");
   }
   if (o.bitplanes < 1 || o.bitplanes > 16) {
     return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
@@ -197,6 +203,10 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   cli.add_option("--reference-repeats", o.reference_repeats,
                  "device feedback: reference frames averaged per call (256), 0 = the device's "
                  "own default");
+  cli.add_option("--reference-max-age", o.reference_max_age,
+                 "device feedback: device seconds a measured reference serves later calls; 0 = "
+                 "measured in every call (default; docs/camera-gap.md: reuse halves the frames "
+                 "but costs accuracy)");
   cli.add_option("--calibration", o.calibration,
                  "device feedback: calibration file (opu-calibrate exposure --out FILE); its "
                  "exposure goes with every request, its masked pixels project to 0. Digital "

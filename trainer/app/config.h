@@ -14,8 +14,8 @@
 namespace opu::trainer::app {
 
 struct Options {
-  std::string model = "mlp";         // mlp | gcn
-  std::string method = "dfa";        // bp | dfa | shallow
+  std::string model = "mlp";   // mlp | gcn
+  std::string method = "dfa";  // bp | dfa | shallow
   // digital | digital-gaussian | digital-noisy | a device URI (sim://, grpc://)
   std::string feedback = "digital";
   /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this.
@@ -30,7 +30,8 @@ struct Options {
   int bitplanes = -1;      // bit-planes per sign: bitplanes 4, stochastic the recommended 2
   bool share_frames = recommended_linear_options().share_frames;  // identical codes share frames
   int repeats = recommended_linear_options().repeats;  // each code's frame pair, averaged
-  int reference_repeats = recommended_linear_options().reference_repeats;  // 0: device default
+  int reference_repeats = recommended_linear_options().reference_repeats;       // 0: device default
+  double reference_max_age = recommended_linear_options().reference_max_age_s;  // 0: every call
   /// Calibration file of the feedback device (opu-calibrate exposure --out FILE): its exposure is
   /// sent with every projection request and its masked pixels' projections are zeroed here.
   /// Empty = none; ignored by digital feedback.

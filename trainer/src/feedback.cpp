@@ -99,6 +99,9 @@ std::string DeviceFeedback::describe() const {
   if (options_.reference_repeats > 0) {
     s += " reference_repeats=" + std::to_string(options_.reference_repeats);
   }
+  if (options_.reference_max_age_s > 0.0) {
+    s += " reference_max_age=" + std::to_string(options_.reference_max_age_s) + "s";
+  }
   return s;
 }
 

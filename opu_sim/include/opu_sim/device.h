@@ -33,16 +33,16 @@ inline constexpr std::string_view kApiVersion = "opu.v1";
 
 /// Static description of a device.
 struct DeviceInfo {
-  std::string model;                // e.g. "opu-sim dense 1024x1024"
-  bool simulated = false;           // true for the simulator (it can reveal its matrix for tests)
-  std::int64_t max_n_in = 0;        // mirrors of the input array
-  std::int64_t max_n_out = 0;       // camera pixels
-  int adc_bits = 8;                 // bits per camera count
-  double frametime_us = 0.0;        // device time one frame costs
-  double exposure_us = 0.0;         // default exposure
-  double max_exposure_us = 0.0;     // longest exposure the camera accepts
-  bool supports_linear = false;     // linear_transform is served by the device itself
-  std::int64_t max_batch = 0;       // largest batch one call may carry
+  std::string model;             // e.g. "opu-sim dense 1024x1024"
+  bool simulated = false;        // true for the simulator (it can reveal its matrix for tests)
+  std::int64_t max_n_in = 0;     // mirrors of the input array
+  std::int64_t max_n_out = 0;    // camera pixels
+  int adc_bits = 8;              // bits per camera count
+  double frametime_us = 0.0;     // device time one frame costs
+  double exposure_us = 0.0;      // default exposure
+  double max_exposure_us = 0.0;  // longest exposure the camera accepts
+  bool supports_linear = false;  // linear_transform is served by the device itself
+  std::int64_t max_batch = 0;    // largest batch one call may carry
   std::string api_version{kApiVersion};
 };
 
@@ -121,6 +121,12 @@ struct LinearOptions {
   /// over a batch the way each code's own noise does: a batch of feedback errors wants many
   /// (docs/camera-gap.md).
   int reference_repeats = 0;
+  /// Device seconds a measured I(r) (and the dark level) serves later calls of the same layout,
+  /// finite and >= 0; 0 = every call measures its own. DESIGN.md §2.7: I(r) is a property of
+  /// the medium, "re-measured when drift demands it": reused, a call spends its frames on codes
+  /// only, and the reference's estimation error becomes one fixed offset instead of a fresh
+  /// error common to each call's batch. Reuse scales I(r) linearly with exposure.
+  double reference_max_age_s = 0.0;
   /// Exposure of every frame of the call, microseconds, in [0, DeviceInfo.max_exposure_us];
   /// 0 = automatic (the device's holographic auto exposure). A calibrated exposure
   /// (opu-calibrate exposure) goes here, so a calibrated device is used as calibrated.
@@ -129,8 +135,8 @@ struct LinearOptions {
 
 /// A batch of real vectors to project. `values` is borrowed: it must outlive the call.
 struct LinearRequest {
-  std::int64_t n_in = 0;    // length of each vector (features, not mirrors)
-  std::int64_t n_out = 0;   // length of each projection
+  std::int64_t n_in = 0;   // length of each vector (features, not mirrors)
+  std::int64_t n_out = 0;  // length of each projection
   std::int64_t batch = 0;
   std::span<const float> values;  // batch x n_in, sample after sample
   LinearOptions options;

@@ -17,7 +17,11 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <span>
+#include <tuple>
 #include <vector>
 
 #include "opu_sim/device.h"
@@ -60,9 +64,9 @@ struct HolographyLayout {
 struct BinaryCode {
   std::int64_t n_features = 0;
   std::int64_t batch = 0;
-  std::int64_t codes_per_sample = 0;      // 2 (ternary) or 2 * bitplanes
-  std::vector<std::uint8_t> packed;       // (batch * codes_per_sample) frames over n_features
-  Eigen::MatrixXf weights;                // codes_per_sample x batch
+  std::int64_t codes_per_sample = 0;  // 2 (ternary) or 2 * bitplanes
+  std::vector<std::uint8_t> packed;   // (batch * codes_per_sample) frames over n_features
+  Eigen::MatrixXf weights;            // codes_per_sample x batch
   /// The decoded vectors sum_c weight * code (n_features x batch), for tests and studies.
   Eigen::MatrixXf decode() const;
 };
@@ -92,13 +96,50 @@ using FrameCapture = std::function<Result<CapturedFrames>(
 /// A FrameCapture that formats block patterns onto mirrors and calls device.transform().
 FrameCapture device_frame_capture(Device& device);
 
+/// A measured reference: what linear calls reuse when LinearOptions.reference_max_age_s allows.
+struct MeasuredReference {
+  Eigen::VectorXf per_us;        // I(r) above the dark level per pixel, counts per µs of exposure
+  float dark = 0.0F;             // the dark level, counts
+  int frames = 0;                // reference frames averaged
+  std::int64_t measured_ns = 0;  // device time of the measurement
+  std::int64_t seen_ns = 0;      // device time at the end of the last call that used it
+};
+
+/// I(r) kept between the linear calls of one device, per layout and n_out. Thread-safe.
+class ReferenceCache {
+ public:
+  /// `clock` reads the device's time now (ns); without one, a reference's age is judged at the
+  /// end of the last call that used it (calls in between that took other frames do not count).
+  explicit ReferenceCache(std::function<std::int64_t()> clock = {}) : clock_(std::move(clock)) {}
+
+  /// The stored reference, if it averaged at least `frames` frames and, judged at the end of its
+  /// last use, was measured at most max_age_ns of device time before.
+  std::optional<MeasuredReference> find(const HolographyLayout& layout, std::int64_t n_out,
+                                        int frames, std::int64_t max_age_ns) const;
+  void store(const HolographyLayout& layout, std::int64_t n_out, MeasuredReference reference);
+  /// Records that a call ended at device time `now_ns` with the stored reference.
+  void seen(const HolographyLayout& layout, std::int64_t n_out, std::int64_t now_ns);
+
+ private:
+  using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+  static Key key(const HolographyLayout& layout, std::int64_t n_out) {
+    return {layout.n_features, layout.factor, layout.reference_blocks, n_out};
+  }
+  std::function<std::int64_t()> clock_;
+  mutable std::mutex mutex_;
+  std::map<Key, MeasuredReference> references_;  // guarded by mutex_
+};
+
 /// The whole linear transform from raw frames: encode, format, capture the frames (reference,
 /// then x + r and x per code), linearise, decode. Used by the simulator and, when a server answers
-/// LinearTransform with UNIMPLEMENTED, by the remote client on top of Transform.
+/// LinearTransform with UNIMPLEMENTED, by the remote client on top of Transform. With a cache and
+/// request.options.reference_max_age_s > 0, a fresh enough stored reference replaces the dark,
+/// reference and exposure-probe frames.
 Result<Projections> linear_transform_from_frames(const LinearRequest& request,
                                                  const DeviceInfo& info,
                                                  const HolographyConfig& config,
-                                                 const FrameCapture& capture);
+                                                 const FrameCapture& capture,
+                                                 ReferenceCache* cache = nullptr);
 
 /// The real matrix B (n_out x n_features) that holography realises on a medium whose block-summed
 /// columns are `blocks` (n_out x block_columns: feature blocks, then the reference): row j is
