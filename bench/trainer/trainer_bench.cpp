@@ -84,13 +84,14 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   CLI::App cli{"opu-trainer-bench: DFA vs BP step, device vs digital feedback epoch"};
   int steps = 60;
   int threads = 1;
   std::int64_t batch = 128;
   std::string device_uri;
   int epochs = 2;
+  opu::sim::LinearOptions linear = recommended_linear_options();
   std::string epoch_data = kFashionMnistDir;
   cli.add_option("--steps", steps, "timed steps per method (after 5 warm-up steps)");
   cli.add_option("--threads", threads, "compute threads");
@@ -99,6 +100,10 @@ int main(int argc, char** argv) {
   cli.add_option("--epochs", epochs, "device vs digital: epochs timed, each reported (2)");
   cli.add_option("--epoch-data", epoch_data,
                  "device vs digital: IDX folder trained on (Fashion-MNIST's by default)");
+  cli.add_option("--reference-repeats", linear.reference_repeats,
+                 "device feedback: reference frames per measurement (opu-train's default)");
+  cli.add_option("--reference-max-age", linear.reference_max_age_s,
+                 "device feedback: device seconds a reference is reused (0: every call)");
   CLI11_PARSE(cli, argc, argv);
   opu::set_compute_threads(threads);
   nlohmann::json report;
@@ -149,7 +154,7 @@ int main(int argc, char** argv) {
     standardize(train, feature_stats(train));
     const std::vector<Eigen::Index> paper = {256, 256};
     Setup digital(paper, Method::kDfa, std::make_unique<DigitalFeedback>(10, 256, 1));
-    auto* device_feedback = new DeviceFeedback(**device, 10, 256, recommended_linear_options());
+    auto* device_feedback = new DeviceFeedback(**device, 10, 256, linear);
     Setup on_device(paper, Method::kDfa, std::unique_ptr<FeedbackSource>(device_feedback));
     const std::int64_t batches = (train.features.cols() + batch - 1) / batch;
     std::printf("DFA epochs (%lld batches of %lld), 784-256-256-10, %s\n",
@@ -184,4 +189,13 @@ int main(int argc, char** argv) {
   }
   std::cout << report.dump() << std::endl;
   return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const opu::StatusError& e) {  // a step's device call failed (e.g. a bad option)
+    std::cerr << "opu-trainer-bench: " << e.what() << "\n";
+    return 1;
+  }
 }
