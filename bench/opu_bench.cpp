@@ -7,12 +7,12 @@
 // the memory bandwidth of this machine. Shared, noisy machines make absolute numbers unreliable;
 // ratios taken minutes apart are not.
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <bit>
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "bench_support.h"
@@ -34,6 +34,11 @@ struct Options {
   bool json = false;
   int threads = 1;
   double min_seconds = 0.6;
+  std::vector<std::string> only;  // parts to run; empty = all
+
+  bool runs(const std::string& part) const {
+    return only.empty() || std::find(only.begin(), only.end(), part) != only.end();
+  }
 };
 
 struct Machine {
@@ -86,20 +91,27 @@ void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
     const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 3);
     Eigen::MatrixXcf fields;
     const double sim_s = seconds_per_call(
-        [&] { medium->fields({packed, n, n, batch, 0, options.threads}, fields); },
+        [&] {
+          medium->fields({packed, n, n, batch, 0, options.threads}, fields);
+        },
         options.min_seconds);
     Eigen::MatrixXf inputs(n, batch);
     opu::sim::unpack_frames_to_float(packed, n, batch, inputs);
     Eigen::MatrixXf product(2 * n, batch);
-    const double gemm_s = seconds_per_call([&] { product.noalias() = real_matrix * inputs; },
-                                           options.min_seconds);
+    const double gemm_s =
+        seconds_per_call([&] { product.noalias() = real_matrix * inputs; }, options.min_seconds);
     const double useful_flops = 4.0 * static_cast<double>(n) * static_cast<double>(n) * batch;
     const double peak_fraction = useful_flops / sim_s / machine.fma_peak_flops;
     const double vs_gemm = gemm_s / sim_s;
     report(options,
-           {{"backend", "dense"}, {"n_in", n}, {"n_out", n}, {"batch", batch},
-            {"projections_per_s", batch / sim_s}, {"peak_fraction", peak_fraction},
-            {"gemm_projections_per_s", batch / gemm_s}, {"speedup_vs_gemm", vs_gemm},
+           {{"backend", "dense"},
+            {"n_in", n},
+            {"n_out", n},
+            {"batch", batch},
+            {"projections_per_s", batch / sim_s},
+            {"peak_fraction", peak_fraction},
+            {"gemm_projections_per_s", batch / gemm_s},
+            {"speedup_vs_gemm", vs_gemm},
             {"kernel", batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column-sums"}},
            format("dense     %6ld x %-6ld batch %4ld  %10.0f proj/s  %5.1f%% of FMA peak  "
                   "%5.2fx float GEMM (%s)  %s",
@@ -125,7 +137,9 @@ StreamedResult time_streamed(const Options& options, std::int64_t n, std::int64_
   const std::vector<std::uint8_t> packed = random_frames(n, batch, 0.5, 4);
   Eigen::MatrixXcf fields;
   const double seconds = seconds_per_call(
-      [&] { medium->fields({packed, n, n, batch, 0, options.threads}, fields); },
+      [&] {
+        medium->fields({packed, n, n, batch, 0, options.threads}, fields);
+      },
       options.min_seconds);
   return {n, batch, seconds, opu::bench::peak_rss_mb()};
 }
@@ -134,8 +148,12 @@ void report_streamed(const Options& options, const Machine& machine, const Strea
   const double entries = static_cast<double>(r.n) * static_cast<double>(r.n);
   const double entries_per_s_per_core = entries / r.seconds / options.threads;
   const double stream_s = entries * 8.0 / machine.bandwidth_bytes;
-  Json record = {{"backend", "streamed"}, {"n_in", r.n}, {"n_out", r.n}, {"batch", r.batch},
-                 {"projections_per_s", r.batch / r.seconds}, {"peak_fraction", stream_s / r.seconds},
+  Json record = {{"backend", "streamed"},
+                 {"n_in", r.n},
+                 {"n_out", r.n},
+                 {"batch", r.batch},
+                 {"projections_per_s", r.batch / r.seconds},
+                 {"peak_fraction", stream_s / r.seconds},
                  {"matrix_entries_per_s_per_core", entries_per_s_per_core},
                  {"streamed_peak_rss_mb", r.rss_mb}};
   report(options, record,
@@ -153,10 +171,12 @@ void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_
   const std::vector<std::uint8_t> packed = random_frames(n_in, batch, 0.5, 6);
   Eigen::MatrixXcf fields;
   const double seconds = seconds_per_call(
-      [&] { medium->fields({packed, n_in, n_out, batch, 0, options.threads}, fields); },
+      [&] {
+        medium->fields({packed, n_in, n_out, batch, 0, options.threads}, fields);
+      },
       options.min_seconds);
-  const auto size = static_cast<std::int64_t>(
-      std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))));
+  const auto size =
+      static_cast<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))));
   // Bare FFTs of the same size, one per thread in parallel, as the medium runs them.
   double fft_s = 0;
 #pragma omp parallel num_threads(options.threads) reduction(max : fft_s)
@@ -164,8 +184,12 @@ void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_
   const double frames_per_s = batch / seconds;
   const double fft_frames_per_s = options.threads / (3.0 * fft_s);
   report(options,
-         {{"backend", "structured"}, {"n_in", n_in}, {"n_out", n_out}, {"batch", batch},
-          {"fft_size", size}, {"projections_per_s", frames_per_s},
+         {{"backend", "structured"},
+          {"n_in", n_in},
+          {"n_out", n_out},
+          {"batch", batch},
+          {"fft_size", size},
+          {"projections_per_s", frames_per_s},
           {"peak_fraction", frames_per_s / fft_frames_per_s},
           {"ratio_to_bare_ffts", fft_frames_per_s / frames_per_s},
           {"medium_mb", static_cast<double>(medium->memory_bytes()) / (1 << 20)}},
@@ -173,8 +197,8 @@ void bench_structured(const Options& options, std::int64_t n_in, std::int64_t n_
                 "FFTs  masks %.0f MiB  peak RSS %.0f MiB  %s",
                 static_cast<long>(n_in), static_cast<long>(n_out), static_cast<long>(size),
                 frames_per_s, fft_frames_per_s / frames_per_s,
-                static_cast<double>(medium->memory_bytes()) / (1 << 20),
-                opu::bench::peak_rss_mb(), device_speed(frames_per_s).c_str()));
+                static_cast<double>(medium->memory_bytes()) / (1 << 20), opu::bench::peak_rss_mb(),
+                device_speed(frames_per_s).c_str()));
 }
 
 void bench_generator(const Options& options) {
@@ -189,8 +213,8 @@ void bench_generator(const Options& options) {
 
 // A DFA-sized linear call (10 -> 256 ternary, batch 128) against the raw transforms it needs.
 void bench_linear(const Options& options, const std::string& camera) {
-  auto params = opu::sim::parse_query("n_in=1024&n_out=256&camera=" + camera + "&threads=" +
-                                      std::to_string(options.threads));
+  auto params = opu::sim::parse_query("n_in=1024&n_out=256&camera=" + camera +
+                                      "&threads=" + std::to_string(options.threads));
   auto device = opu::sim::SimDevice::create(*opu::sim::SimConfig::from_params(*params)).value();
   Eigen::MatrixXf errors = Eigen::MatrixXf::Constant(10, 128, 0.02F);
   for (std::int64_t s = 0; s < 128; ++s) errors(s % 10, s) = -0.9F;
@@ -198,15 +222,20 @@ void bench_linear(const Options& options, const std::string& camera) {
       10, 256, 128, {errors.data(), static_cast<std::size_t>(errors.size())}, {}};
   std::int64_t frames = 0;
   const double linear_s = seconds_per_call(
-      [&] { frames = device->linear_transform(request).value().info.frames; },
-      options.min_seconds);
+      [&] { frames = device->linear_transform(request).value().info.frames; }, options.min_seconds);
   const std::vector<std::uint8_t> packed = random_frames(1024, frames, 0.3, 5);
   const double raw_s = seconds_per_call(
-      [&] { (void)device->transform({1024, 256, frames, packed, 0.0}).value(); },
+      [&] {
+        (void)device->transform({1024, 256, frames, packed, 0.0}).value();
+      },
       options.min_seconds);
   report(options,
-         {{"backend", "linear-" + camera}, {"n_in", 10}, {"n_out", 256}, {"batch", 128},
-          {"projections_per_s", 128 / linear_s}, {"frames_per_call", frames},
+         {{"backend", "linear-" + camera},
+          {"n_in", 10},
+          {"n_out", 256},
+          {"batch", 128},
+          {"projections_per_s", 128 / linear_s},
+          {"frames_per_call", frames},
           {"ratio_to_raw_transforms", linear_s / raw_s}},
          format("linear    10 -> 256 batch 128 (%s camera)  %10.0f proj/s  %ld frames/call  "
                 "%.2fx the raw transforms of those frames",
@@ -217,7 +246,8 @@ Machine measure_machine(const Options& options) {
   const Machine machine{opu::bench::measure_fma_peak(options.threads, options.min_seconds),
                         opu::bench::measure_read_bandwidth(options.threads, options.min_seconds)};
   report(options,
-         {{"backend", "machine"}, {"fma_peak_gflops", machine.fma_peak_flops / 1e9},
+         {{"backend", "machine"},
+          {"fma_peak_gflops", machine.fma_peak_flops / 1e9},
           {"read_bandwidth_gbs", machine.bandwidth_bytes / 1e9}},
          format("machine: FMA peak %.1f GFLOP/s, read bandwidth %.1f GB/s (%d threads)",
                 machine.fma_peak_flops / 1e9, machine.bandwidth_bytes / 1e9, options.threads));
@@ -256,6 +286,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"estimate", "measure"}));
   app.add_option("--fft-wisdom", options.fft.wisdom_path,
                  "FFTW wisdom file, loaded and saved (default ./opu-fftw.wisdom; \"\" = none)");
+  app.add_option("--only", options.only,
+                 "run these parts only: generator, dense, streamed, structured, linear")
+      ->check(CLI::IsMember({"generator", "dense", "streamed", "structured", "linear"}))
+      ->excludes("--table");
   CLI11_PARSE(app, argc, argv);
   options.fft.measure = planning == "measure";
   if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
@@ -265,17 +299,25 @@ int main(int argc, char** argv) {
     run_table(options);
     return 0;
   }
-  const StreamedResult streamed = time_streamed(options, options.quick ? 4096 : 100000, 1);
+  std::optional<StreamedResult> streamed;
+  if (options.runs("streamed")) streamed = time_streamed(options, options.quick ? 4096 : 100000, 1);
   const Machine machine = measure_machine(options);
-  bench_generator(options);
-  for (std::int64_t n : options.quick ? std::vector<std::int64_t>{1024}
-                                      : std::vector<std::int64_t>{1024, 4096}) {
-    bench_dense(options, machine, n, {1, 8, 32, 64, 128, 256});
+  if (options.runs("generator")) bench_generator(options);
+  if (options.runs("dense")) {
+    for (std::int64_t n :
+         options.quick ? std::vector<std::int64_t>{1024} : std::vector<std::int64_t>{1024, 4096}) {
+      bench_dense(options, machine, n, {1, 8, 32, 64, 128, 256});
+    }
   }
-  report_streamed(options, machine, streamed);
-  bench_structured(options, 1 << 20, 1 << 20);
-  if (!options.quick) bench_structured(options, 1039680, 2219520);  // 912x1140 DMD, 2040x1088 camera
-  bench_linear(options, "ideal");
-  bench_linear(options, "realistic");
+  if (streamed) report_streamed(options, machine, *streamed);
+  if (options.runs("structured")) {
+    bench_structured(options, 1 << 20, 1 << 20);
+    // 912x1140 DMD, 2040x1088 camera
+    if (!options.quick) bench_structured(options, 1039680, 2219520);
+  }
+  if (options.runs("linear")) {
+    bench_linear(options, "ideal");
+    bench_linear(options, "realistic");
+  }
   return 0;
 }
