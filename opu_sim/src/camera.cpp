@@ -133,6 +133,8 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
 #pragma omp parallel num_threads(threads) reduction(+ : saturated)
   {
     std::vector<float> counts(static_cast<std::size_t>(n_out));
+    std::vector<std::uint32_t> first_hashes(static_cast<std::size_t>(n_out));
+    std::vector<std::uint32_t> second_hashes(static_cast<std::size_t>(n_out));
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < batch; ++b) {
       const auto frame = static_cast<std::uint64_t>(first_frame + b);
@@ -141,16 +143,27 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
       const auto key_high = static_cast<std::uint32_t>(frame_key >> 32);
       const float* column = intensity.col(b).data();
       float* __restrict out = counts.data();
-      // Vectorised: one Gaussian per reading from 32-bit counter hashes of (frame, pixel).
+      std::uint32_t* __restrict b1 = first_hashes.data();
+      std::uint32_t* __restrict b2 = second_hashes.data();
+      // One Gaussian per reading from 32-bit counter hashes of (frame, pixel): the real part of
+      // gaussian_pair(b1, b2, 1), in vectorised stages (hashes, log, radius, direction, reading)
+      // whose short loops the CPU overlaps, where one fused loop waits on its long chain of
+      // dependent operations. The same operations per reading: the same bits.
       for (std::int64_t p = 0; p < n_out; ++p) {
-        const std::uint32_t b1 =
-            lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
-        const std::uint32_t b2 = lowbias32(b1 + 0x1B873593U);
-        float normal = 0.0F;
+        b1[p] = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
+        b2[p] = lowbias32(b1[p] + 0x1B873593U);
+      }
+      for (std::int64_t p = 0; p < n_out; ++p) out[p] = log_unit(unit_interval(b1[p]));
+      for (std::int64_t p = 0; p < n_out; ++p) out[p] = std::sqrt(-2.0F * out[p]);
+      for (std::int64_t p = 0; p < n_out; ++p) {
+        float x = 0.0F;
         float unused = 0.0F;
-        gaussian_pair(b1, b2, 1.0F, &normal, &unused);
+        unit_phasor(b2[p], &x, &unused);
+        out[p] = out[p] * x;
+      }
+      for (std::int64_t p = 0; p < n_out; ++p) {
         const float lambda = electrons_per_intensity * column[p];
-        const float electrons = lambda + std::sqrt(shot_weight * lambda + read_variance) * normal;
+        const float electrons = lambda + std::sqrt(shot_weight * lambda + read_variance) * out[p];
         out[p] = electrons * counts_per_electron + dark;
       }
       // The readings a Gaussian would misrepresent (no read noise, or exact_shot_noise): redone

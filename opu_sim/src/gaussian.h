@@ -54,11 +54,22 @@ inline void unit_phasor(std::uint32_t bits, float* x, float* y) {
   *y = bits_to_float(y_bits ^ sign_y);
 }
 
+// The top 24 bits of a hash as a uniform number in (0, 1).
+inline float unit_interval(std::uint32_t bits) {
+  return (static_cast<float>(bits >> 8) + 0.5F) * 0x1.0p-24F;
+}
+
+// The Box-Muller radius sigma * sqrt(-2 ln u) of hash b1, u = unit_interval(b1).
+inline float gaussian_radius(std::uint32_t b1, float sigma) {
+  return sigma * std::sqrt(-2.0F * log_unit(unit_interval(b1)));
+}
+
 // One complex Gaussian entry from two 32-bit hashes (Box-Muller): radius from b1, direction from
-// b2.
+// b2. Loops over many entries run faster split in stages (radius, then direction; see
+// fill_tile): one entry's chain of dependent divisions, square roots and polynomials is longer
+// than the out-of-order window can overlap, a stage's is not.
 inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float* re, float* im) {
-  const float u = (static_cast<float>(b1 >> 8) + 0.5F) * 0x1.0p-24F;  // (0, 1)
-  const float radius = sigma * std::sqrt(-2.0F * log_unit(u));
+  const float radius = gaussian_radius(b1, sigma);
   float x = 0.0F;
   float y = 0.0F;
   unit_phasor(b2, &x, &y);

@@ -263,16 +263,15 @@ class DenseMedium final : public Medium {
                           Eigen::MatrixXcf& out) {
     Eigen::MatrixXf inputs(request.n_in, request.batch);
     unpack_frames_to_float(request.packed, request.n_in, request.batch, inputs);
-    const FloatMatrixMap real_view(reinterpret_cast<const float*>(matrix.data()),
-                                   2 * request.n_out, request.n_in,
-                                   Eigen::OuterStride<>(2 * matrix.rows()));
+    const FloatMatrixMap real_view(reinterpret_cast<const float*>(matrix.data()), 2 * request.n_out,
+                                   request.n_in, Eigen::OuterStride<>(2 * matrix.rows()));
     Eigen::Map<Eigen::MatrixXf> out_view(reinterpret_cast<float*>(out.data()), 2 * request.n_out,
                                          request.batch);
     const ScopedSingleThreadedBlas single_threaded_blas;
     // Panels depend on n_out only (never on the thread count): about eight of them, each large
     // enough that sgemm's packing of the inputs (once per call) stays a few percent of its work.
-    const std::int64_t panel_rows = std::clamp<std::int64_t>(
-        (request.n_out / 8 + 63) / 64 * 64, 256, 1024);
+    const std::int64_t panel_rows =
+        std::clamp<std::int64_t>((request.n_out / 8 + 63) / 64 * 64, 256, 1024);
     const std::int64_t panels = (request.n_out + panel_rows - 1) / panel_rows;
 #pragma omp parallel for schedule(static) num_threads(request.threads)
     for (std::int64_t panel = 0; panel < panels; ++panel) {

@@ -70,8 +70,8 @@ Result<std::vector<std::uint8_t>> binarize(const Eigen::Ref<const Eigen::MatrixX
     for (std::int64_t i = 0; i < n; ++i) {
       const float value = values(i, b);
       if (std::isnan(value)) {
-        return invalid_argument("binarize: value (" + std::to_string(i) + ", " +
-                                std::to_string(b) + ") is NaN, want a number");
+        return invalid_argument("binarize: value (" + std::to_string(i) + ", " + std::to_string(b) +
+                                ") is NaN, want a number");
       }
       if (value > threshold) {
         packed[static_cast<std::size_t>(b * bytes + (i >> 3))] |=
@@ -84,9 +84,8 @@ Result<std::vector<std::uint8_t>> binarize(const Eigen::Ref<const Eigen::MatrixX
 
 Result<Formatting> Formatting::fit(std::int64_t n_features, std::int64_t n_mirrors) {
   if (n_features < 1 || n_features > n_mirrors) {
-    return out_of_range("formatting: " + std::to_string(n_features) +
-                        " features do not fit on " + std::to_string(n_mirrors) +
-                        " mirrors, want 1 <= features <= mirrors");
+    return out_of_range("formatting: " + std::to_string(n_features) + " features do not fit on " +
+                        std::to_string(n_mirrors) + " mirrors, want 1 <= features <= mirrors");
   }
   return Formatting{n_features, n_mirrors, n_mirrors / n_features, 0};
 }

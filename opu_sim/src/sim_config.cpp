@@ -61,23 +61,23 @@ struct Param {
   std::function<std::string(const SimConfig&)> show;
 };
 
-#define OPU_INT_PARAM(NAME, FIELD, DESCRIPTION)                                                   \
-  Param {                                                                                         \
-    NAME, DESCRIPTION,                                                                            \
-        [](SimConfig& c, std::string_view v) { return parse_int(NAME, v, c.FIELD); },             \
-        [](const SimConfig& c) { return std::to_string(c.FIELD); }                                \
+#define OPU_INT_PARAM(NAME, FIELD, DESCRIPTION)                                       \
+  Param {                                                                             \
+    NAME, DESCRIPTION,                                                                \
+        [](SimConfig& c, std::string_view v) { return parse_int(NAME, v, c.FIELD); }, \
+        [](const SimConfig& c) { return std::to_string(c.FIELD); }                    \
   }
-#define OPU_DOUBLE_PARAM(NAME, FIELD, DESCRIPTION)                                                \
-  Param {                                                                                         \
-    NAME, DESCRIPTION,                                                                            \
-        [](SimConfig& c, std::string_view v) { return parse_double(NAME, v, c.FIELD); },          \
-        [](const SimConfig& c) { return format_double(c.FIELD); }                                 \
+#define OPU_DOUBLE_PARAM(NAME, FIELD, DESCRIPTION)                                       \
+  Param {                                                                                \
+    NAME, DESCRIPTION,                                                                   \
+        [](SimConfig& c, std::string_view v) { return parse_double(NAME, v, c.FIELD); }, \
+        [](const SimConfig& c) { return format_double(c.FIELD); }                        \
   }
-#define OPU_BOOL_PARAM(NAME, FIELD, DESCRIPTION)                                                  \
-  Param {                                                                                         \
-    NAME, DESCRIPTION,                                                                            \
-        [](SimConfig& c, std::string_view v) { return parse_bool(NAME, v, c.FIELD); },            \
-        [](const SimConfig& c) { return std::string(c.FIELD ? "true" : "false"); }               \
+#define OPU_BOOL_PARAM(NAME, FIELD, DESCRIPTION)                                       \
+  Param {                                                                              \
+    NAME, DESCRIPTION,                                                                 \
+        [](SimConfig& c, std::string_view v) { return parse_bool(NAME, v, c.FIELD); }, \
+        [](const SimConfig& c) { return std::string(c.FIELD ? "true" : "false"); }     \
   }
 
 Status set_medium(SimConfig& config, std::string_view value) {
@@ -121,8 +121,9 @@ const std::vector<Param>& params() {
       OPU_INT_PARAM("noise_seed", noise_seed, "camera noise stream (0 = derived from seed)"),
       OPU_INT_PARAM("n_in", n_in, "input mirrors"),
       OPU_INT_PARAM("n_out", n_out, "camera pixels"),
-      Param{"medium", "backend: auto (dense up to 2 GiB, else structured), dense, streamed, structured", set_medium,
-            [](const SimConfig& c) { return std::string(medium_kind_name(c.medium)); }},
+      Param{"medium",
+            "backend: auto (dense up to 2 GiB, else structured), dense, streamed, structured",
+            set_medium, [](const SimConfig& c) { return std::string(medium_kind_name(c.medium)); }},
       OPU_INT_PARAM("adc_bits", camera.adc_bits, "ADC bits per count, 1..16"),
       OPU_DOUBLE_PARAM("exposure_us", camera.exposure_us, "default exposure, microseconds"),
       OPU_DOUBLE_PARAM("max_exposure_us", camera.max_exposure_us, "longest exposure accepted"),
@@ -203,8 +204,8 @@ Result<SimConfig> SimConfig::from_params(const std::map<std::string, std::string
   for (const auto& [name, value] : values) {
     if (name == "camera") continue;
     const auto& table = params();
-    const auto param = std::find_if(table.begin(), table.end(),
-                                    [&](const Param& p) { return p.name == name; });
+    const auto param =
+        std::find_if(table.begin(), table.end(), [&](const Param& p) { return p.name == name; });
     if (param == table.end()) {
       std::string known;
       for (const Param& p : table) known += (known.empty() ? "" : ", ") + p.name;
@@ -256,10 +257,9 @@ Status SimConfig::validate() const {
   const std::vector<std::int64_t>& masked = holography.masked_pixels;
   for (std::size_t i = 0; i < masked.size(); ++i) {
     if (masked[i] < 0 || masked[i] >= n_out || (i > 0 && masked[i] <= masked[i - 1])) {
-      return invalid_argument("holography.masked_pixels[" + std::to_string(i) + "] is " +
-                              std::to_string(masked[i]) +
-                              ", want strictly increasing pixel indices in [0, n_out = " +
-                              std::to_string(n_out) + ")");
+      return invalid_argument(
+          "holography.masked_pixels[" + std::to_string(i) + "] is " + std::to_string(masked[i]) +
+          ", want strictly increasing pixel indices in [0, n_out = " + std::to_string(n_out) + ")");
     }
   }
   return {};

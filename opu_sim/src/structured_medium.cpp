@@ -17,11 +17,11 @@
 #include <cmath>
 #include <complex>
 #include <cstdio>
-#include <string>
 #include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "gaussian.h"
@@ -61,7 +61,8 @@ struct FftwFree {
 using FftBuffer = std::unique_ptr<fftwf_complex[], FftwFree>;
 
 FftBuffer allocate(std::int64_t n) {
-  auto* raw = static_cast<fftwf_complex*>(fftwf_malloc(sizeof(fftwf_complex) * static_cast<std::size_t>(n)));
+  auto* raw = static_cast<fftwf_complex*>(
+      fftwf_malloc(sizeof(fftwf_complex) * static_cast<std::size_t>(n)));
   OPU_CHECK(raw != nullptr, "fftwf_malloc failed");
   return FftBuffer(raw);
 }
@@ -79,9 +80,8 @@ class FftPlan {
     const FftBuffer out = in_place ? nullptr : allocate(n);
     std::lock_guard lock(planner_mutex());
     // Wisdom first: a plan found in it is the same plan as last time (same bits), made at once.
-    const bool have_wisdom =
-        !options.wisdom_path.empty() &&
-        fftwf_import_wisdom_from_filename(options.wisdom_path.c_str()) != 0;
+    const bool have_wisdom = !options.wisdom_path.empty() &&
+                             fftwf_import_wisdom_from_filename(options.wisdom_path.c_str()) != 0;
     const unsigned flags = options.measure ? FFTW_MEASURE : FFTW_ESTIMATE;
     plan_ = fftwf_plan_dft_1d(static_cast<int>(n), in.get(), in_place ? in.get() : out.get(),
                               FFTW_FORWARD, flags);
@@ -89,9 +89,9 @@ class FftPlan {
     if (!options.wisdom_path.empty() && options.measure) {
       save_wisdom(options.wisdom_path);
     }
-    spdlog::debug("opu-sim: FFT plan of size {} ({}, {}{})", n, in_place ? "in place" : "out of place",
-                  options.measure ? "measured" : "estimated",
-                  have_wisdom ? ", wisdom loaded" : "");
+    spdlog::debug("opu-sim: FFT plan of size {} ({}, {}{})", n,
+                  in_place ? "in place" : "out of place",
+                  options.measure ? "measured" : "estimated", have_wisdom ? ", wisdom loaded" : "");
   }
   ~FftPlan() {
     std::lock_guard lock(planner_mutex());
@@ -126,9 +126,9 @@ std::shared_ptr<const PhaseMasks> make_masks(std::uint64_t seed, std::uint64_t r
                                              std::int64_t n, float last_scale, int threads) {
   auto masks = std::make_shared<PhaseMasks>();
   for (int l = 0; l < kLayers; ++l) {
-    const std::uint64_t key =
-        splitmix64(splitmix64(seed ^ (static_cast<std::uint64_t>(kGeneratorVersion) << 48)) ^
-                   splitmix64(realisation) ^ splitmix64(0x5354525543ULL + static_cast<std::uint64_t>(l)));
+    const std::uint64_t key = splitmix64(
+        splitmix64(seed ^ (static_cast<std::uint64_t>(kGeneratorVersion) << 48)) ^
+        splitmix64(realisation) ^ splitmix64(0x5354525543ULL + static_cast<std::uint64_t>(l)));
     const auto key_low = static_cast<std::uint32_t>(key);
     const auto key_high = static_cast<std::uint32_t>(key >> 32);
     std::vector<std::complex<float>>& mask = masks->layers[l];
@@ -160,9 +160,9 @@ void multiply(fftwf_complex* data, const std::vector<std::complex<float>>& mask)
   for (; j + 4 <= n; j += 4) {
     const __m256 a = _mm256_loadu_ps(x + 2 * j);
     const __m256 b = _mm256_loadu_ps(m + 2 * j);
-    const __m256 b_re = _mm256_moveldup_ps(b);                // mr mr
-    const __m256 b_im = _mm256_movehdup_ps(b);                // mi mi
-    const __m256 a_swapped = _mm256_permute_ps(a, 0xB1);      // xi xr
+    const __m256 b_re = _mm256_moveldup_ps(b);            // mr mr
+    const __m256 b_im = _mm256_movehdup_ps(b);            // mi mi
+    const __m256 a_swapped = _mm256_permute_ps(a, 0xB1);  // xi xr
     const __m256 product = _mm256_addsub_ps(_mm256_mul_ps(a, b_re), _mm256_mul_ps(a_swapped, b_im));
     _mm256_storeu_ps(x + 2 * j, product);
   }
@@ -180,7 +180,8 @@ class StructuredMedium final : public Medium {
   StructuredMedium(std::uint64_t seed, std::int64_t n_in, std::int64_t n_out,
                    const FftOptions& options)
       : Medium(seed, n_in, n_out),
-        size_(static_cast<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))))),
+        size_(static_cast<std::int64_t>(
+            std::bit_ceil(static_cast<std::uint64_t>(std::max(n_in, n_out))))),
         out_of_place_(size_, false, options),
         in_place_(size_, true, options),
         scale_(static_cast<float>(std::sqrt(2.0 / static_cast<double>(n_in)) /
@@ -198,7 +199,8 @@ class StructuredMedium final : public Medium {
     OPU_CHECK(static_cast<std::int64_t>(request.packed.size()) ==
                   request.batch * packed_bytes(request.n_in),
               "packed frames have the wrong size");
-    const std::shared_ptr<const PhaseMasks> masks = realisation(request.realisation, request.threads);
+    const std::shared_ptr<const PhaseMasks> masks =
+        realisation(request.realisation, request.threads);
     out.resize(request.n_out, request.batch);
     const std::int64_t bytes = packed_bytes(request.n_in);
     // Frames in parallel, each through the same single-threaded plan: results do not depend on

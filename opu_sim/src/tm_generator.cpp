@@ -10,8 +10,8 @@
 namespace opu::sim {
 namespace {
 
-using detail::lowbias32;
 using detail::gaussian_pair;
+using detail::lowbias32;
 using detail::splitmix64;
 
 constexpr std::uint32_t kRowSalt = 0x5BD1E995U;  // separates the row hash from the column hash
@@ -51,27 +51,47 @@ std::complex<float> TransmissionMatrixGenerator::entry(std::int64_t row, std::in
   return {re, im};
 }
 
-void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows,
-                                            std::int64_t col0, std::int64_t cols,
-                                            std::complex<float>* out, std::int64_t ld) const {
-  // Row hashes once per tile; the inner loop over rows is then branch-free integer and float
-  // arithmetic that the compiler vectorises (8 lanes with AVX2).
+void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows, std::int64_t col0,
+                                            std::int64_t cols, std::complex<float>* out,
+                                            std::int64_t ld) const {
+  // Row hashes once per tile; the loops over rows are then branch-free integer and float
+  // arithmetic that the compiler vectorises (8 lanes with AVX2). One entry is a long chain of
+  // dependent operations (two hashes, a division, a square root, polynomials): done in stages over
+  // the column (hashes, radii, directions), each stage's loop is short enough for the CPU to
+  // overlap many iterations, while a single fused loop is bound by the chain's latency. Each
+  // entry gets the same operations as entry_from_counter(), so the bits are the same.
   thread_local std::vector<std::uint32_t> row_hashes;
+  thread_local std::vector<std::uint32_t> b1_buffer;
+  thread_local std::vector<std::uint32_t> b2_buffer;
   thread_local std::vector<float> re_buffer;
   thread_local std::vector<float> im_buffer;
-  row_hashes.resize(static_cast<std::size_t>(rows));
+  for (auto* buffer : {&row_hashes, &b1_buffer, &b2_buffer}) {
+    buffer->resize(static_cast<std::size_t>(rows));
+  }
   re_buffer.resize(static_cast<std::size_t>(rows));
   im_buffer.resize(static_cast<std::size_t>(rows));
   for (std::int64_t r = 0; r < rows; ++r) row_hashes[r] = row_hash(row_key_, row0 + r);
 
   const float sigma = sigma_;
   std::uint32_t* __restrict hashes = row_hashes.data();
+  std::uint32_t* __restrict b1 = b1_buffer.data();
+  std::uint32_t* __restrict b2 = b2_buffer.data();
   float* __restrict re = re_buffer.data();
   float* __restrict im = im_buffer.data();
   for (std::int64_t c = 0; c < cols; ++c) {
     const std::uint32_t column = col_hash(col_key_, col0 + c);
     for (std::int64_t r = 0; r < rows; ++r) {
-      entry_from_counter(hashes[r] + column, sigma, &re[r], &im[r]);
+      b1[r] = lowbias32(hashes[r] + column);
+      b2[r] = lowbias32(b1[r] + kSecondDraw);
+    }
+    for (std::int64_t r = 0; r < rows; ++r) re[r] = detail::log_unit(detail::unit_interval(b1[r]));
+    for (std::int64_t r = 0; r < rows; ++r) re[r] = sigma * std::sqrt(-2.0F * re[r]);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      float x = 0.0F;
+      float y = 0.0F;
+      detail::unit_phasor(b2[r], &x, &y);
+      im[r] = re[r] * y;
+      re[r] = re[r] * x;
     }
     // Interleave into complex layout (a separate pass keeps the loop above vectorisable).
     float* destination = reinterpret_cast<float*>(out + c * ld);
