@@ -216,6 +216,33 @@ CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layo
   return plan;
 }
 
+// The exposure of a call's frames: the request's calibrated one; else the automatic one, from the
+// stored reference or from a probe pair (dark, reference) at the default exposure whose frames
+// are added to `cost`; else (no auto exposure, or no code to measure) the device's default.
+Result<double> call_exposure(const LinearRequest& request, const DeviceInfo& info,
+                             const HolographyConfig& config, const HolographyLayout& layout,
+                             const CodeFrames& plan,
+                             const std::optional<MeasuredReference>& stored,
+                             const FrameCapture& capture, FrameInfo& cost) {
+  if (request.options.exposure_us > 0.0) return request.options.exposure_us;
+  if (!(config.target_fill > 0.0) || plan.active.empty()) return info.exposure_us;
+  if (stored) {
+    return choose_exposure(stored->per_us.cast<double>().mean(), 1.0, info, config, layout,
+                           plan.mean_mirrors_on);
+  }
+  PatternBatch probe(layout);
+  probe.add(nullptr, false);
+  probe.add(nullptr, true);
+  Result<CapturedFrames> probed =
+      capture(probe.packed(), probe.frames(), request.n_out, info.exposure_us, layout);
+  if (!probed.ok()) return probed.status();
+  accumulate(cost, probed->info, cost.frames == 0);
+  const double reference_counts =
+      probed->counts.col(1).cast<double>().mean() - probed->counts.col(0).cast<double>().mean();
+  return choose_exposure(reference_counts, probed->info.exposure_us, info, config, layout,
+                         plan.mean_mirrors_on);
+}
+
 }  // namespace
 
 Result<HolographyLayout> HolographyLayout::fit(std::int64_t n_features, std::int64_t max_n_in,
@@ -365,43 +392,19 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   Projections result;
   result.values = Eigen::MatrixXf::Zero(request.n_out, request.batch);
   if (frames.frames() == 0) return result;
-  // A calibrated exposure (the request's) replaces the automatic one, and its probe frames.
-  const bool calibrated_exposure = request.options.exposure_us > 0.0;
-  double exposure = calibrated_exposure ? request.options.exposure_us : info.exposure_us;
-  bool first_call = true;
-  if (!calibrated_exposure && config.target_fill > 0.0 && !plan.active.empty()) {
-    double reference_counts = 0.0;
-    double at_exposure_us = 1.0;
-    if (stored) {
-      reference_counts = stored->per_us.cast<double>().mean();
-    } else {
-      PatternBatch probe(layout);
-      probe.add(nullptr, false);
-      probe.add(nullptr, true);
-      Result<CapturedFrames> probed =
-          capture(probe.packed(), probe.frames(), request.n_out, info.exposure_us, layout);
-      if (!probed.ok()) return probed.status();
-      accumulate(result.info, probed->info, true);
-      first_call = false;
-      reference_counts =
-          probed->counts.col(1).cast<double>().mean() - probed->counts.col(0).cast<double>().mean();
-      at_exposure_us = probed->info.exposure_us;
-    }
-    Result<double> chosen = choose_exposure(reference_counts, at_exposure_us, info, config, layout,
-                                            plan.mean_mirrors_on);
-    if (!chosen.ok()) return chosen.status();
-    exposure = *chosen;
-  }
+  Result<double> exposure =
+      call_exposure(request, info, config, layout, plan, stored, capture, result.info);
+  if (!exposure.ok()) return exposure.status();
   Result<CapturedFrames> captured =
-      capture(frames.packed(), frames.frames(), request.n_out, exposure, layout);
+      capture(frames.packed(), frames.frames(), request.n_out, *exposure, layout);
   if (!captured.ok()) return captured.status();
-  accumulate(result.info, captured->info, first_call);
+  accumulate(result.info, captured->info, result.info.frames == 0);
   const Eigen::MatrixXf& counts = captured->counts;
 
   // I(r) per pixel above the dark level, measured now or stored (scaled to this exposure).
   const float dark = stored ? stored->dark : counts.col(0).mean();
   const Eigen::VectorXf reference =
-      stored ? Eigen::VectorXf(stored->per_us * static_cast<float>(exposure))
+      stored ? Eigen::VectorXf(stored->per_us * static_cast<float>(*exposure))
              : Eigen::VectorXf(
                    (counts.middleCols(1, repeats).rowwise().mean().array() - dark).matrix());
   const float mean_reference = reference.mean();
@@ -413,7 +416,7 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   if (reuse != nullptr) {
     if (!stored) {
       reuse->store(layout, request.n_out,
-                   {reference / static_cast<float>(exposure), dark, repeats,
+                   {reference / static_cast<float>(*exposure), dark, repeats,
                     captured->info.device_time_start_ns, captured->info.device_time_start_ns});
     }
     reuse->seen(layout, request.n_out, captured->info.device_time_end_ns);
