@@ -46,43 +46,46 @@ std::int64_t poisson_ptrs(double lambda, CounterStream& stream) {
   }
 }
 
-// Rounds counts to integers clipped to [0, full_scale] into the wire layout (one byte per pixel,
-// or little-endian uint16); returns the readings that reached full scale. One loop per layout,
-// through a local pointer, so that each vectorises.
-std::int64_t quantise(const std::vector<float>& counts, float full_scale, int bytes_per_pixel,
+// A reading rounded to the nearest count and clipped to [0, full_scale]: it saturated when it
+// equals full_scale.
+inline float to_count(float reading, float full_scale) {
+  return std::min(std::max(std::floor(reading + 0.5F), 0.0F), full_scale);
+}
+
+// Readings as counts in the wire layout (one byte per pixel, or little-endian uint16); returns
+// how many saturated. One loop per layout, through local pointers, so that each vectorises.
+std::int64_t quantise(const std::vector<float>& readings, float full_scale, int bytes_per_pixel,
                       std::uint8_t* __restrict out) {
   std::int64_t saturated = 0;
-  const auto n = static_cast<std::int64_t>(counts.size());
-  const float* __restrict in = counts.data();
+  const auto n = static_cast<std::int64_t>(readings.size());
+  const float* __restrict in = readings.data();
   if (bytes_per_pixel == 1) {
     for (std::int64_t p = 0; p < n; ++p) {
-      const float rounded = std::floor(in[p] + 0.5F);
-      saturated += rounded >= full_scale ? 1 : 0;
-      out[p] = static_cast<std::uint8_t>(
-          static_cast<std::int32_t>(std::min(std::max(rounded, 0.0F), full_scale)));
+      const float count = to_count(in[p], full_scale);
+      saturated += count == full_scale ? 1 : 0;
+      out[p] = static_cast<std::uint8_t>(static_cast<std::int32_t>(count));
     }
     return saturated;
   }
   for (std::int64_t p = 0; p < n; ++p) {
-    const float rounded = std::floor(in[p] + 0.5F);
-    saturated += rounded >= full_scale ? 1 : 0;
-    const auto count = static_cast<std::uint32_t>(std::min(std::max(rounded, 0.0F), full_scale));
-    out[2 * p] = static_cast<std::uint8_t>(count & 0xFFU);
-    out[2 * p + 1] = static_cast<std::uint8_t>(count >> 8);
+    const float count = to_count(in[p], full_scale);
+    saturated += count == full_scale ? 1 : 0;
+    const auto bits = static_cast<std::uint32_t>(count);
+    out[2 * p] = static_cast<std::uint8_t>(bits & 0xFFU);
+    out[2 * p + 1] = static_cast<std::uint8_t>(bits >> 8);
   }
   return saturated;
 }
 
-// The same rounding and clipping as quantise(), kept as floats.
-std::int64_t quantise_to_float(const std::vector<float>& counts, float full_scale,
+// The same counts, kept as floats.
+std::int64_t quantise_to_float(const std::vector<float>& readings, float full_scale,
                                float* __restrict out) {
   std::int64_t saturated = 0;
-  const auto n = static_cast<std::int64_t>(counts.size());
-  const float* __restrict in = counts.data();
+  const auto n = static_cast<std::int64_t>(readings.size());
+  const float* __restrict in = readings.data();
   for (std::int64_t p = 0; p < n; ++p) {
-    const float rounded = std::floor(in[p] + 0.5F);
-    saturated += rounded >= full_scale ? 1 : 0;
-    out[p] = std::min(std::max(rounded, 0.0F), full_scale);
+    out[p] = to_count(in[p], full_scale);
+    saturated += out[p] == full_scale ? 1 : 0;
   }
   return saturated;
 }

@@ -66,16 +66,20 @@ std::unique_ptr<Medium> make_medium(const SimConfig& config) {
 // the sum of the columns its bits select, added in column order. The same sums, bit for bit, as a
 // product with the patterns' 0/1 matrix, without the multiplications by zero: a code lights a
 // few of its ~11 columns.
+void add_selected_blocks(const Eigen::MatrixXcf& blocks, const std::uint8_t* pattern,
+                         std::int64_t columns, Eigen::Ref<Eigen::VectorXcf> field) {
+  for (std::int64_t k = 0; k < columns; ++k) {
+    if (frame_bit(pattern, k)) field += blocks.col(k).head(field.size());
+  }
+}
+
 Eigen::MatrixXcf sum_selected_blocks(const Eigen::MatrixXcf& blocks,
                                      std::span<const std::uint8_t> patterns, std::int64_t columns,
                                      std::int64_t batch, std::int64_t n_out) {
   Eigen::MatrixXcf fields = Eigen::MatrixXcf::Zero(n_out, batch);
   const std::int64_t bytes = packed_bytes(columns);
   for (std::int64_t f = 0; f < batch; ++f) {
-    const std::uint8_t* pattern = patterns.data() + f * bytes;
-    for (std::int64_t k = 0; k < columns; ++k) {
-      if (frame_bit(pattern, k)) fields.col(f) += blocks.col(k).head(n_out);
-    }
+    add_selected_blocks(blocks, patterns.data() + f * bytes, columns, fields.col(f));
   }
   return fields;
 }
@@ -90,11 +94,8 @@ Eigen::MatrixXf selected_block_intensities(const Eigen::MatrixXcf& blocks,
   Eigen::VectorXcf field(n_out);
   const std::int64_t bytes = packed_bytes(columns);
   for (std::int64_t f = 0; f < batch; ++f) {
-    const std::uint8_t* pattern = patterns.data() + f * bytes;
     field.setZero();
-    for (std::int64_t k = 0; k < columns; ++k) {
-      if (frame_bit(pattern, k)) field += blocks.col(k).head(n_out);
-    }
+    add_selected_blocks(blocks, patterns.data() + f * bytes, columns, field);
     intensities.col(f) = field.cwiseAbs2();
   }
   return intensities;
