@@ -54,6 +54,18 @@ double correlation(const Eigen::MatrixXf& a, const Eigen::MatrixXf& b) {
   return (x * y).sum() / std::sqrt((x * x).sum() * (y * y).sum());
 }
 
+// The same linear request to both devices: the same projections bit for bit, the same cost.
+opu::sim::FrameInfo check_same_projections(opu::sim::Device& local, opu::sim::Device& remote,
+                                           const opu::sim::LinearRequest& request) {
+  auto want = local.linear_transform(request);
+  auto got = remote.linear_transform(request);
+  REQUIRE_MESSAGE(want.ok(), want.status().to_string());
+  REQUIRE_MESSAGE(got.ok(), got.status().to_string());
+  CHECK((got->values.array() == want->values.array()).all());
+  check_same(got->info, want->info);
+  return got->info;
+}
+
 // The same sequence of requests through a local device and through a remote one must give the
 // same bytes: frames, projections, and device times.
 void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
@@ -84,13 +96,8 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
     }
     // A calibrated exposure travels with the request (one encoding), else the automatic one.
     request.options.exposure_us = encoding == opu::sim::Encoding::kBitplanes ? 300.0 : 0.0;
-    auto want = local.linear_transform(request);
-    auto got = remote.linear_transform(request);
-    REQUIRE_MESSAGE(want.ok(), want.status().to_string());
-    REQUIRE_MESSAGE(got.ok(), got.status().to_string());
-    CHECK((got->values.array() == want->values.array()).all());
-    check_same(got->info, want->info);
-    if (request.options.exposure_us > 0.0) CHECK(got->info.exposure_us == 300.0);
+    const opu::sim::FrameInfo info = check_same_projections(local, remote, request);
+    if (request.options.exposure_us > 0.0) CHECK(info.exposure_us == 300.0);
   }
   // A reference measured by one request and reused by the next, on either side of the wire.
   auto values = opu::test::random_values(10, 16, 78);
@@ -99,13 +106,7 @@ void run_same_sequence(opu::sim::Device& local, opu::sim::Device& remote) {
   std::vector<std::int64_t> frames;
   for (int call = 0; call < 2; ++call) {
     CAPTURE(call);
-    auto want = local.linear_transform(request);
-    auto got = remote.linear_transform(request);
-    REQUIRE_MESSAGE(want.ok(), want.status().to_string());
-    REQUIRE_MESSAGE(got.ok(), got.status().to_string());
-    CHECK((got->values.array() == want->values.array()).all());
-    check_same(got->info, want->info);
-    frames.push_back(got->info.frames);
+    frames.push_back(check_same_projections(local, remote, request).frames);
   }
   CHECK(frames[1] < frames[0]);  // the second request measured no reference
 }
