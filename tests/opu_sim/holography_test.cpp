@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <thread>
+#include <vector>
 
 #include "sim_test_util.h"
 #include "test_support.h"
@@ -307,6 +309,41 @@ TEST_SUITE("opu_sim") {
       CHECK(call(*device, sparse, reuse).info.frames == full + 64);
       reuse.reference_max_age_s = 0.0;  // reuse off
       CHECK(call(*device, sparse, reuse).info.frames == full + 64);
+    }
+  }
+
+  TEST_CASE("Holography: concurrent calls share a reused reference safely") {
+    // Binary vectors are encoded exactly, so with an ideal camera every call, whoever measured
+    // the reference it uses and at whatever exposure, equals the exact projector.
+    auto device = make_sim("camera=ideal&n_out=128&seed=12");
+    Eigen::MatrixXf values = opu::test::random_bits(10, 8, 4).cast<float>();
+    values(0, 0) = 1.0F;  // no all-zero vector in column 0
+    const Eigen::MatrixXf want = exact(*device, values, 128);
+    LinearOptions options{Encoding::kTernary, 0.1F, 1};
+    options.reference_max_age_s = 60.0;
+    constexpr int kThreads = 4;
+    constexpr int kCalls = 10;
+    std::vector<double> worst(kThreads, 0.0);
+    std::vector<int> failures(kThreads, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int c = 0; c < kCalls; ++c) {
+          auto result = device->linear_transform(
+              {10, 128, 8, {values.data(), static_cast<std::size_t>(values.size())}, options});
+          if (!result.ok()) {
+            ++failures[t];
+            continue;
+          }
+          worst[t] = std::max(worst[t], relative_error(result->values, want));
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    for (int t = 0; t < kThreads; ++t) {
+      CAPTURE(t);
+      CHECK(failures[t] == 0);
+      CHECK(worst[t] < 1e-4);
     }
   }
 
