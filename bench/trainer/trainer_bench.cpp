@@ -93,11 +93,13 @@ int run(int argc, char** argv) {
   int epochs = 2;
   opu::sim::LinearOptions linear = recommended_linear_options();
   std::string epoch_data = kFashionMnistDir;
-  cli.add_option("--steps", steps, "timed steps per method (after 5 warm-up steps)");
-  cli.add_option("--threads", threads, "compute threads");
-  cli.add_option("--batch", batch, "batch size");
-  cli.add_option("--device", device_uri, "also time an epoch of DFA with feedback from this URI");
-  cli.add_option("--epochs", epochs, "device vs digital: epochs timed, each reported (2)");
+  cli.add_option("--steps", steps, "timed steps per method (after 5 warm-up steps)")
+      ->check(CLI::Range(1, 1000000));
+  cli.add_option("--threads", threads, "compute threads")->check(CLI::Range(1, 256));
+  cli.add_option("--batch", batch, "batch size")->check(CLI::Range(1, 1000000));
+  cli.add_option("--device", device_uri, "also time epochs of DFA with feedback from this URI");
+  cli.add_option("--epochs", epochs, "device vs digital: epochs timed, each reported (2)")
+      ->check(CLI::Range(1, 1000000));
   cli.add_option("--epoch-data", epoch_data,
                  "device vs digital: IDX folder trained on (Fashion-MNIST's by default)");
   cli.add_option("--reference-repeats", linear.reference_repeats,
