@@ -221,8 +221,7 @@ CodeFrames plan_code_frames(const BinaryCode& code, const HolographyLayout& layo
 // are added to `cost`; else (no auto exposure, or no code to measure) the device's default.
 Result<double> call_exposure(const LinearRequest& request, const DeviceInfo& info,
                              const HolographyConfig& config, const HolographyLayout& layout,
-                             const CodeFrames& plan,
-                             const std::optional<MeasuredReference>& stored,
+                             const CodeFrames& plan, const std::optional<MeasuredReference>& stored,
                              const FrameCapture& capture, FrameInfo& cost) {
   if (request.options.exposure_us > 0.0) return request.options.exposure_us;
   if (!(config.target_fill > 0.0) || plan.active.empty()) return info.exposure_us;
