@@ -5,6 +5,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <string>
 #include <vector>
 
 namespace opu::bench {
@@ -104,6 +107,18 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+double huge_pages_mb() {
+  std::ifstream smaps("/proc/self/smaps_rollup");
+  std::string line;
+  while (std::getline(smaps, line)) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), "AnonHugePages: %lld kB", &kib) == 1) {
+      return static_cast<double>(kib) / 1024.0;
+    }
+  }
+  return 0.0;
 }
 
 }  // namespace opu::bench

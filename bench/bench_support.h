@@ -23,4 +23,8 @@ double measure_read_bandwidth(int threads, double min_seconds);
 /// Peak resident set size of this process so far, MiB.
 double peak_rss_mb();
 
+/// Anonymous memory of this process now backed by transparent huge pages, MiB (0 where the kernel
+/// does not say): whether the dense medium's matrix got the huge pages it asks for.
+double huge_pages_mb();
+
 }  // namespace opu::bench

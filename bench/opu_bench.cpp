@@ -120,6 +120,18 @@ void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
                   batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column sums",
                   device_speed(batch / sim_s).c_str()));
   }
+  // The column sums' speed on matrices beyond the caches depends on whether the kernel granted
+  // the matrix the transparent huge pages it asks for (the GEMM yardstick's matrix does not ask).
+  const double matrix_mb = static_cast<double>(medium->memory_bytes()) / (1 << 20);
+  const double huge_mb = opu::bench::huge_pages_mb();
+  report(options,
+         {{"backend", "dense"},
+          {"n_in", n},
+          {"n_out", n},
+          {"matrix_mb", matrix_mb},
+          {"huge_pages_mb", huge_mb}},
+         format("dense     %6ld x %-6ld matrix %.0f MiB, process on huge pages %.0f MiB",
+                static_cast<long>(n), static_cast<long>(n), matrix_mb, huge_mb));
 }
 
 // Streamed medium: regeneration rate and the time a stored matrix would take to stream from
