@@ -156,8 +156,7 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
         b1[p] = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
         b2[p] = lowbias32(b1[p] + 0x1B873593U);
       }
-      for (std::int64_t p = 0; p < n_out; ++p) out[p] = log_unit(unit_interval(b1[p]));
-      for (std::int64_t p = 0; p < n_out; ++p) out[p] = std::sqrt(-2.0F * out[p]);
+      gaussian_radii(b1, n_out, 1.0F, out);  // 1 x r is exact: gaussian_pair's sigma of 1
       for (std::int64_t p = 0; p < n_out; ++p) {
         float x = 0.0F;
         float unused = 0.0F;

@@ -64,10 +64,18 @@ inline float gaussian_radius(std::uint32_t b1, float sigma) {
   return sigma * std::sqrt(-2.0F * log_unit(unit_interval(b1)));
 }
 
+// gaussian_radius() of n hashes, in two vectorised stages (log, then square root): loops over
+// many entries run faster split in stages, because one entry's chain of dependent divisions,
+// square roots and polynomials is longer than the out-of-order window can overlap, and a stage's
+// is not. The same operations per entry: the same bits.
+inline void gaussian_radii(const std::uint32_t* __restrict b1, std::int64_t n, float sigma,
+                           float* __restrict radius) {
+  for (std::int64_t i = 0; i < n; ++i) radius[i] = log_unit(unit_interval(b1[i]));
+  for (std::int64_t i = 0; i < n; ++i) radius[i] = sigma * std::sqrt(-2.0F * radius[i]);
+}
+
 // One complex Gaussian entry from two 32-bit hashes (Box-Muller): radius from b1, direction from
-// b2. Loops over many entries run faster split in stages (radius, then direction; see
-// fill_tile): one entry's chain of dependent divisions, square roots and polynomials is longer
-// than the out-of-order window can overlap, a stage's is not.
+// b2. Over many entries, gaussian_radii() then unit_phasor() give the same bits faster.
 inline void gaussian_pair(std::uint32_t b1, std::uint32_t b2, float sigma, float* re, float* im) {
   const float radius = gaussian_radius(b1, sigma);
   float x = 0.0F;

@@ -84,8 +84,7 @@ void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows
       b1[r] = lowbias32(hashes[r] + column);
       b2[r] = lowbias32(b1[r] + kSecondDraw);
     }
-    for (std::int64_t r = 0; r < rows; ++r) re[r] = detail::log_unit(detail::unit_interval(b1[r]));
-    for (std::int64_t r = 0; r < rows; ++r) re[r] = sigma * std::sqrt(-2.0F * re[r]);
+    detail::gaussian_radii(b1, rows, sigma, re);
     for (std::int64_t r = 0; r < rows; ++r) {
       float x = 0.0F;
       float y = 0.0F;
