@@ -182,8 +182,8 @@ struct RemoteDevice::Impl {
     message.set_n_in(request.n_in);
     message.set_n_out(request.n_out);
     message.set_batch(count);
-    message.set_inputs(request.inputs.data() + first * frame_bytes,
-                       static_cast<std::size_t>(count * frame_bytes));
+    assign_bytes(message.mutable_inputs(), request.inputs.data() + first * frame_bytes,
+                 static_cast<std::size_t>(count * frame_bytes));
     message.set_exposure_us(request.exposure_us);
     message.set_request_id(next_request_id.fetch_add(1, std::memory_order_relaxed));
     return message;
@@ -451,8 +451,8 @@ Result<sim::Projections> RemoteDevice::do_linear_transform(const sim::LinearRequ
     message.set_n_in(request.n_in);
     message.set_n_out(request.n_out);
     message.set_batch(count);
-    message.set_values(request.values.data() + first * request.n_in,
-                       static_cast<std::size_t>(count * request.n_in) * sizeof(float));
+    assign_bytes(message.mutable_values(), request.values.data() + first * request.n_in,
+                 static_cast<std::size_t>(count * request.n_in) * sizeof(float));
     to_wire(request.options, &message);
     message.set_request_id(impl.next_request_id.fetch_add(1, std::memory_order_relaxed));
 

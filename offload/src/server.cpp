@@ -250,7 +250,7 @@ class OpuService final : public pb::OpuDevice::Service {
     response->set_n_out(frames->n_out);
     response->set_batch(frames->batch);
     response->set_adc_bits(frames->adc_bits);
-    response->set_frames(frames->data.data(), frames->data.size());
+    assign_bytes(response->mutable_frames(), frames->data.data(), frames->data.size());
     to_wire(frames->info, response->mutable_info());
     response->set_request_id(request.request_id());
     log.frames = frames->info.frames;
@@ -285,7 +285,8 @@ class OpuService final : public pb::OpuDevice::Service {
     response->set_n_out(p.rows());
     response->set_batch(p.cols());
     // n_out x batch column-major is batch x n_out sample after sample: the wire layout.
-    response->set_projections(p.data(), static_cast<std::size_t>(p.size()) * sizeof(float));
+    assign_bytes(response->mutable_projections(), p.data(),
+                 static_cast<std::size_t>(p.size()) * sizeof(float));
     to_wire(projections->info, response->mutable_info());
     response->set_request_id(request.request_id());
     log.frames = projections->info.frames;
