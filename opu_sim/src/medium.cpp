@@ -7,12 +7,14 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "opu_sim/packing.h"
@@ -72,29 +74,60 @@ inline void for_each_set_bit(const std::uint64_t* frame, std::int64_t col0, std:
   }
 }
 
+#if defined(__AVX__)
+// The first 8 x kVectors floats of add_set_columns(), in registers: each set bit costs kVectors
+// loads and adds (twelve for a full chunk, of sixteen registers), enough work to hide the
+// bit-walking overhead.
+template <int kVectors>
+void add_set_columns_avx(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
+                         std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
+                         float* acc) {
+  __m256 a[kVectors];
+  for (int k = 0; k < kVectors; ++k) a[k] = _mm256_loadu_ps(acc + 8 * k);
+  for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
+    const float* column = tile + (j - tile_col0) * ld_floats;
+    for (int k = 0; k < kVectors; ++k) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(column + 8 * k));
+  });
+  for (int k = 0; k < kVectors; ++k) _mm256_storeu_ps(acc + 8 * k, a[k]);
+}
+
+using AddSetColumns = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                               const std::uint64_t*, float*);
+
+// add_set_columns_avx<k + 1> at index k, so that a partial chunk's height picks its kernel.
+template <int... kIndex>
+constexpr std::array<AddSetColumns, sizeof...(kIndex)> avx_kernels(
+    std::integer_sequence<int, kIndex...> /*unused*/) {
+  return {&add_set_columns_avx<kIndex + 1>...};
+}
+constexpr auto kAvxKernels = avx_kernels(std::make_integer_sequence<int, 2 * kChunkRows / 8>{});
+#endif
+
 // Adds, for each set bit j in [col0, col0 + cols) of the frame, column j of the tile (its first
 // `height` floats from `tile`) to `acc`, in increasing j. `tile` holds columns from tile_col0 on.
+// Each element receives its columns in the same order whichever loop adds them, so the split
+// below (whole vectors, then the last height % 8 floats) changes no bit.
 inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
                             std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
                             std::int64_t height, float* acc) {
+  std::int64_t done = 0;
 #if defined(__AVX__)
-  if (height == 2 * kChunkRows) {
-    // A full chunk: twelve accumulators stay in registers (of sixteen); each set bit costs 12
-    // loads and 12 adds, enough work to hide the bit-walking overhead.
-    __m256 a[12];
-    for (int k = 0; k < 12; ++k) a[k] = _mm256_loadu_ps(acc + 8 * k);
-    for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
-      const float* column = tile + (j - tile_col0) * ld_floats;
-      for (int k = 0; k < 12; ++k) a[k] = _mm256_add_ps(a[k], _mm256_loadu_ps(column + 8 * k));
-    });
-    for (int k = 0; k < 12; ++k) _mm256_storeu_ps(acc + 8 * k, a[k]);
+  if (height == 2 * kChunkRows) {  // a full chunk: the common case, called directly
+    add_set_columns_avx<2 * kChunkRows / 8>(tile, ld_floats, tile_col0, col0, cols, frame, acc);
     return;
   }
+  // The last chunk of a panel, in vectors as far as they go.
+  if (const std::int64_t vectors = height / 8; vectors > 0) {
+    kAvxKernels[static_cast<std::size_t>(vectors - 1)](tile, ld_floats, tile_col0, col0, cols,
+                                                       frame, acc);
+    done = 8 * vectors;
+  }
 #endif
-  // Partial chunks (and machines without AVX): the same additions in the same order.
+  if (done == height) return;
+  // The remainder (and machines without AVX): the same additions in the same order.
   for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
     const float* column = tile + (j - tile_col0) * ld_floats;
-    for (std::int64_t k = 0; k < height; ++k) acc[k] += column[k];
+    for (std::int64_t k = done; k < height; ++k) acc[k] += column[k];
   });
 }
 
@@ -112,12 +145,10 @@ void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, s
   for (std::int64_t r = 0; r < rows; r += kChunkRows) {
     const std::int64_t height = std::min(kChunkRows, rows - r);
     for (std::int64_t b = 0; b < batch; ++b) {
+      // Accumulated in place: `out` never overlaps the matrix.
       auto* destination = reinterpret_cast<float*>(out.data() + b * out.rows() + row0 + r);
-      alignas(32) float acc[2 * kChunkRows];
-      std::memcpy(acc, destination, static_cast<std::size_t>(2 * height) * sizeof(float));
       add_set_columns(tile_floats + 2 * r, ld_floats, tile_col0, col0, cols, frames.frame(b),
-                      2 * height, acc);
-      std::memcpy(destination, acc, static_cast<std::size_t>(2 * height) * sizeof(float));
+                      2 * height, destination);
     }
   }
 }
