@@ -72,12 +72,14 @@ TEST_SUITE("opu_sim") {
   }
 
   TEST_CASE("Medium: a dense matrix beyond the caches, walked column by column, is still bit-identical") {
-    // 1,500 x 1,500 x 8 bytes = 18 MB: above the 16 MiB where the dense backend streams columns
-    // for batches of 1 and 2 (and uses the blocked kernel from 3 on).
+    // 1,500 x 1,500 x 8 bytes = 18 MB: above the 16 MiB where the dense backend walks columns
+    // (six at a time) while the frames' fields fit 384 KiB per thread: 1, 2, 5 and 7 frames. 40
+    // frames (480 KB of fields) take the blocked kernel on one thread but the walk on two (240 KB
+    // each), so the thread-count check below also compares the two kernels.
     const std::uint64_t seed = opu::test::test_seed(6);
     const auto dense = opu::sim::make_dense_medium(seed, 1500, 1500);
     const auto streamed = opu::sim::make_streamed_medium(seed, 1500, 1500);
-    for (std::int64_t batch : {1, 2, 5}) {
+    for (std::int64_t batch : {1, 2, 5, 7, 40}) {
       const Bits bits = random_bits(1500, batch, seed + static_cast<std::uint64_t>(batch));
       const Eigen::MatrixXcf a = fields(*dense, bits, 1500);
       CHECK(a == fields(*streamed, bits, 1500));
