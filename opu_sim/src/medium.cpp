@@ -194,6 +194,68 @@ void add_column_group(const float* const* columns, int group, std::int64_t n, fl
   }
 }
 
+// One thread's stripe of the column walk: columns come in increasing order and are added in
+// groups of kWalkGroup to the frames that select them. The frames' fields are accumulated apart
+// from `out`: with out's stride (a power of two for the usual sizes) every field's segment k maps
+// to the same L1 set, and more than eight fields thrash it; one cache line of padding spreads
+// them.
+class ColumnWalk {
+ public:
+  ColumnWalk(const FrameWords& frames, std::int64_t batch, std::int64_t floats)
+      : frames_(frames),
+        batch_(batch),
+        floats_(floats),
+        stride_(floats + 16),
+        scratch_(static_cast<std::size_t>(batch * stride_), 0.0F),
+        fields_(static_cast<std::size_t>(batch)),
+        masks_(static_cast<std::size_t>(batch)) {}
+
+  // Column j (its stripe, `floats_` floats from `column`); j above every column added before.
+  void add(std::int64_t j, const float* column) {
+    indices_[group_] = j;
+    columns_[group_++] = column;
+    if (group_ == kWalkGroup) flush();
+  }
+
+  // Adds the last group and writes the stripe's fields into rows [row0, ...) of `out`, which is
+  // zero there until then.
+  void finish(Eigen::MatrixXcf& out, std::int64_t row0) {
+    if (group_ > 0) flush();
+    for (std::int64_t b = 0; b < batch_; ++b) {
+      std::copy_n(scratch_.data() + b * stride_, floats_,
+                  reinterpret_cast<float*>(out.data() + b * out.rows() + row0));
+    }
+  }
+
+ private:
+  void flush() {
+    std::size_t count = 0;
+    for (std::int64_t b = 0; b < batch_; ++b) {
+      unsigned mask = 0;
+      for (int g = 0; g < group_; ++g) {
+        const std::int64_t j = indices_[g];
+        mask |= static_cast<unsigned>((frames_.frame(b)[j >> 6] >> (j & 63)) & 1U) << g;
+      }
+      if (mask == 0) continue;
+      fields_[count] = scratch_.data() + b * stride_;
+      masks_[count++] = mask;
+    }
+    add_column_group(columns_.data(), group_, floats_, fields_.data(), masks_.data(), count);
+    group_ = 0;
+  }
+
+  const FrameWords& frames_;
+  std::int64_t batch_;
+  std::int64_t floats_;
+  std::int64_t stride_;
+  std::vector<float> scratch_;
+  std::vector<float*> fields_;
+  std::vector<unsigned> masks_;
+  std::array<const float*, kWalkGroup> columns_{};
+  std::array<std::int64_t, kWalkGroup> indices_{};
+  int group_ = 0;
+};
+
 // Columns per block of the column-sum kernel: 32 rows x 64 columns x 8 bytes = 16 KiB, half the
 // L1 cache, reused across every frame of the batch. A multiple of 64 (one word of frame bits).
 constexpr std::int64_t kSumBlockCols = 64;
@@ -336,41 +398,11 @@ class DenseMedium final : public Medium {
       const std::int64_t row0 = std::min<std::int64_t>(t * stripe, request.n_out);
       const std::int64_t rows = std::min<std::int64_t>(stripe, request.n_out - row0);
       if (rows <= 0) continue;
-      // The frames' fields, accumulated apart from `out`: with out's stride (a power of two for
-      // the usual sizes) every field's segment k maps to the same L1 set, and more than eight
-      // fields thrash it. One cache line of padding spreads them; `out` is zero until the copy.
-      const std::int64_t stride = 2 * rows + 16;
-      std::vector<float> scratch(static_cast<std::size_t>(request.batch * stride), 0.0F);
-      std::vector<float*> fields(static_cast<std::size_t>(request.batch));
-      std::vector<unsigned> masks(static_cast<std::size_t>(request.batch));
-      const float* columns[kWalkGroup];
-      std::int64_t indices[kWalkGroup];
-      int group = 0;
-      auto flush = [&] {
-        std::size_t count = 0;
-        for (std::int64_t b = 0; b < request.batch; ++b) {
-          unsigned mask = 0;
-          for (int g = 0; g < group; ++g) {
-            const std::int64_t j = indices[g];
-            mask |= static_cast<unsigned>((frames.frame(b)[j >> 6] >> (j & 63)) & 1U) << g;
-          }
-          if (mask == 0) continue;
-          fields[count] = scratch.data() + b * stride;
-          masks[count++] = mask;
-        }
-        add_column_group(columns, group, 2 * rows, fields.data(), masks.data(), count);
-        group = 0;
-      };
+      ColumnWalk walk(frames, request.batch, 2 * rows);
       for_each_set_bit(any.data(), 0, request.n_in, [&](std::int64_t j) {
-        indices[group] = j;
-        columns[group++] = reinterpret_cast<const float*>(matrix.data() + j * matrix.rows() + row0);
-        if (group == kWalkGroup) flush();
+        walk.add(j, reinterpret_cast<const float*>(matrix.data() + j * matrix.rows() + row0));
       });
-      if (group > 0) flush();
-      for (std::int64_t b = 0; b < request.batch; ++b) {
-        std::copy_n(scratch.data() + b * stride, 2 * rows,
-                    reinterpret_cast<float*>(out.data() + b * out.rows() + row0));
-      }
+      walk.finish(out, row0);
     }
   }
 
