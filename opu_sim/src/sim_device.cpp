@@ -222,9 +222,8 @@ struct SimDevice::Impl {
     return blocks;
   }
 
-  // Camera counts of fields, as floats: unquantised for the ideal camera (in-process), through the
-  // full camera model otherwise. Returns saturated readings.
-  // Intensities in, counts out (in place).
+  // Intensities in, camera counts out (in place, as floats): unquantised for the ideal camera,
+  // through the full camera model otherwise. Returns saturated readings.
   std::int64_t read_counts(double exposure_us, std::int64_t first_frame,
                            Eigen::MatrixXf& counts) const {
     if (config.camera.ideal) {
