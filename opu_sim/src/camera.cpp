@@ -138,6 +138,7 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
     std::vector<float> counts(static_cast<std::size_t>(n_out));
     std::vector<std::uint32_t> first_hashes(static_cast<std::size_t>(n_out));
     std::vector<std::uint32_t> second_hashes(static_cast<std::size_t>(n_out));
+    std::vector<float> angles(static_cast<std::size_t>(n_out));
 #pragma omp for schedule(static)
     for (std::int64_t b = 0; b < batch; ++b) {
       const auto frame = static_cast<std::uint64_t>(first_frame + b);
@@ -149,18 +150,21 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
       std::uint32_t* __restrict b1 = first_hashes.data();
       std::uint32_t* __restrict b2 = second_hashes.data();
       // One Gaussian per reading from 32-bit counter hashes of (frame, pixel): the real part of
-      // gaussian_pair(b1, b2, 1), in vectorised stages (hashes, log, radius, direction, reading)
+      // gaussian_pair(b1, b2, 1), in vectorised stages (hashes, log, radius, angle, direction,
+      // reading)
       // whose short loops the CPU overlaps, where one fused loop waits on its long chain of
       // dependent operations. The same operations per reading: the same bits.
       for (std::int64_t p = 0; p < n_out; ++p) {
         b1[p] = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
-        b2[p] = lowbias32(b1[p] + 0x1B873593U);
       }
+      for (std::int64_t p = 0; p < n_out; ++p) b2[p] = lowbias32(b1[p] + 0x1B873593U);
       gaussian_radii(b1, n_out, 1.0F, out);  // 1 x r is exact: gaussian_pair's sigma of 1
+      float* __restrict angle = angles.data();
+      for (std::int64_t p = 0; p < n_out; ++p) angle[p] = phasor_angle(b2[p]);
       for (std::int64_t p = 0; p < n_out; ++p) {
         float x = 0.0F;
         float unused = 0.0F;
-        unit_phasor(b2[p], &x, &unused);
+        unit_phasor_at(b2[p], angle[p], &x, &unused);
         out[p] = out[p] * x;
       }
       for (std::int64_t p = 0; p < n_out; ++p) {

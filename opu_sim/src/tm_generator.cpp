@@ -57,9 +57,10 @@ void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows
   // Row hashes once per tile; the loops over rows are then branch-free integer and float
   // arithmetic that the compiler vectorises (8 lanes with AVX2). One entry is a long chain of
   // dependent operations (two hashes, a division, a square root, polynomials): done in stages over
-  // the column (hashes, radii, directions), each stage's loop is short enough for the CPU to
-  // overlap many iterations, while a single fused loop is bound by the chain's latency. Each
-  // entry gets the same operations as entry_from_counter(), so the bits are the same.
+  // the column (each hash, the log's two halves, the radius, the angle, the direction, the
+  // interleave), each stage's loop is short enough for the CPU to overlap many iterations, while
+  // a single fused loop is bound by the chain's latency. Each entry gets the same operations as
+  // entry_from_counter(), so the bits are the same.
   thread_local std::vector<std::uint32_t> row_hashes;
   thread_local std::vector<std::uint32_t> b1_buffer;
   thread_local std::vector<std::uint32_t> b2_buffer;
@@ -80,15 +81,14 @@ void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows
   float* __restrict im = im_buffer.data();
   for (std::int64_t c = 0; c < cols; ++c) {
     const std::uint32_t column = col_hash(col_key_, col0 + c);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      b1[r] = lowbias32(hashes[r] + column);
-      b2[r] = lowbias32(b1[r] + kSecondDraw);
-    }
+    for (std::int64_t r = 0; r < rows; ++r) b1[r] = lowbias32(hashes[r] + column);
+    for (std::int64_t r = 0; r < rows; ++r) b2[r] = lowbias32(b1[r] + kSecondDraw);
     detail::gaussian_radii(b1, rows, sigma, re);
+    for (std::int64_t r = 0; r < rows; ++r) im[r] = detail::phasor_angle(b2[r]);
     for (std::int64_t r = 0; r < rows; ++r) {
       float x = 0.0F;
       float y = 0.0F;
-      detail::unit_phasor(b2[r], &x, &y);
+      detail::unit_phasor_at(b2[r], im[r], &x, &y);
       im[r] = re[r] * y;
       re[r] = re[r] * x;
     }
