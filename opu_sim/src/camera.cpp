@@ -150,10 +150,10 @@ std::int64_t Camera::read_frames(const Eigen::Ref<const Eigen::MatrixXf>& intens
       std::uint32_t* __restrict b1 = first_hashes.data();
       std::uint32_t* __restrict b2 = second_hashes.data();
       // One Gaussian per reading from 32-bit counter hashes of (frame, pixel): the real part of
-      // gaussian_pair(b1, b2, 1), in vectorised stages (hashes, log, radius, angle, direction,
-      // reading)
-      // whose short loops the CPU overlaps, where one fused loop waits on its long chain of
-      // dependent operations. The same operations per reading: the same bits.
+      // gaussian_pair(b1, b2, 1), in vectorised stages (each hash, the log's two halves, the
+      // radius, the angle, the direction, the reading) whose short loops the CPU overlaps, where
+      // one fused loop waits on its long chain of dependent operations. The same operations per
+      // reading: the same bits.
       for (std::int64_t p = 0; p < n_out; ++p) {
         b1[p] = lowbias32(lowbias32(static_cast<std::uint32_t>(p) ^ key_low) + key_high);
       }

@@ -84,6 +84,7 @@ void TransmissionMatrixGenerator::fill_tile(std::int64_t row0, std::int64_t rows
     for (std::int64_t r = 0; r < rows; ++r) b1[r] = lowbias32(hashes[r] + column);
     for (std::int64_t r = 0; r < rows; ++r) b2[r] = lowbias32(b1[r] + kSecondDraw);
     detail::gaussian_radii(b1, rows, sigma, re);
+    // im holds each entry's angle until the direction stage overwrites it.
     for (std::int64_t r = 0; r < rows; ++r) im[r] = detail::phasor_angle(b2[r]);
     for (std::int64_t r = 0; r < rows; ++r) {
       float x = 0.0F;
