@@ -153,6 +153,230 @@ void column_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, s
   }
 }
 
+// Allocates on cache-line boundaries: a 32-byte load from a buffer malloc aligned to 16 bytes
+// straddles two lines every other time.
+template <typename T>
+struct LineAligned {
+  using value_type = T;
+  LineAligned() = default;
+  template <typename U>
+  explicit LineAligned(const LineAligned<U>& /*unused*/) {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, std::size_t /*n*/) { ::operator delete (p, std::align_val_t{64}); }
+  friend bool operator==(const LineAligned& /*a*/, const LineAligned& /*b*/) { return true; }
+};
+
+// --- subset-sum tables (batches from Medium::kTableMinBatch frames) ------------------------------
+//
+// At density 1/2 a frame selects two columns in four: the column kernels load and add two
+// columns per four. A table of the sixteen subset sums of each aligned group of four columns
+// ("Four Russians"), built once per chunk of rows and shared by every frame of the batch, costs a
+// frame one load and add per four columns, and the table eleven additions and fifteen stores per
+// group: from sixteen frames on, less work, all of it in L1.
+//
+// The order of the sums (what the bits depend on): a group's entry is the fold of its selected
+// columns, lowest first; a block's eight entries are summed as a tree,
+// ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)); block sums are added to the field in
+// increasing column order. That rounds differently from the column kernels' one-by-one fold, so,
+// as with the GEMM kernel, a frame's bits depend on which kernel its batch size picks; never on
+// the thread count, nor on dense vs streamed, which share this kernel.
+constexpr int kTableGroup = 4;
+constexpr int kTableEntries = 1 << kTableGroup;
+// Floats of one chunk: 16 complex rows, four AVX registers.
+constexpr std::int64_t kTableFloats = 32;
+// Columns of one block of tables: 8 groups x 16 entries x 128 bytes = 16 KiB, beside one chunk's
+// accumulators (128 bytes per frame) in L1. Divides 64: a block's bits come from one frame word.
+constexpr std::int64_t kTableBlockCols = 32;
+constexpr std::int64_t kTableGroups = kTableBlockCols / kTableGroup;
+
+// Entry n of a group's table (n = 0..15): the fold of the group's columns whose bits n sets,
+// lowest first, i.e. entry[n without its highest bit] + column[highest bit]. Entry 0 (zero) is
+// written once by the caller. Only the first `height` floats of each entry are written. columns[i]
+// is null past the matrix's last column: frames never select it, so entries that include it are
+// never read.
+inline void build_group_table(const float* const* columns, std::int64_t height, float* table) {
+#if defined(__AVX__)
+  if (height == kTableFloats && columns[kTableGroup - 1] != nullptr) {
+    // In registers, one vector of every entry at a time: built in memory, each entry would wait
+    // for the store of the entry it extends. The column pointers are copied first: the stores
+    // (which may alias anything) would otherwise reload them.
+    const std::array<const float*, kTableGroup> column{columns[0], columns[1], columns[2],
+                                                       columns[3]};
+    for (std::int64_t k = 0; k < kTableFloats; k += 8) {
+      const __m256 c0 = _mm256_loadu_ps(column[0] + k);
+      const __m256 c1 = _mm256_loadu_ps(column[1] + k);
+      const __m256 c2 = _mm256_loadu_ps(column[2] + k);
+      const __m256 c3 = _mm256_loadu_ps(column[3] + k);
+      const __m256 e3 = _mm256_add_ps(c0, c1);
+      const __m256 e5 = _mm256_add_ps(c0, c2);
+      const __m256 e6 = _mm256_add_ps(c1, c2);
+      const __m256 e7 = _mm256_add_ps(e3, c2);
+      const auto store = [&](int n, __m256 entry) {
+        _mm256_storeu_ps(table + n * kTableFloats + k, entry);
+      };
+      store(1, c0);
+      store(2, c1);
+      store(3, e3);
+      store(4, c2);
+      store(5, e5);
+      store(6, e6);
+      store(7, e7);
+      store(8, c3);
+      store(9, _mm256_add_ps(c0, c3));
+      store(10, _mm256_add_ps(c1, c3));
+      store(11, _mm256_add_ps(e3, c3));
+      store(12, _mm256_add_ps(c2, c3));
+      store(13, _mm256_add_ps(e5, c3));
+      store(14, _mm256_add_ps(e6, c3));
+      store(15, _mm256_add_ps(e7, c3));
+    }
+    return;
+  }
+#endif
+  for (int n = 1; n < kTableEntries; ++n) {
+    const int high = std::bit_width(static_cast<unsigned>(n)) - 1;
+    const float* __restrict column = columns[high];
+    if (column == nullptr) continue;
+    float* __restrict entry = table + n * kTableFloats;
+    const float* __restrict rest = table + (n ^ (1 << high)) * kTableFloats;
+    for (std::int64_t k = 0; k < height; ++k) entry[k] = rest[k] + column[k];
+  }
+}
+
+// acc += the block sum of the table entries a frame's 32 bits select (the tree above).
+inline void add_table_entries(const float* tables, std::uint32_t bits, std::int64_t height,
+                              float* acc) {
+  std::array<const float*, kTableGroups> entries{};
+  for (int g = 0; g < kTableGroups; ++g) {
+    entries[g] = tables + (g * kTableEntries + ((bits >> (kTableGroup * g)) & 15U)) * kTableFloats;
+  }
+  for (std::int64_t k = 0; k < height; ++k) {
+    const auto e = [&](int g) { return entries[g][k]; };
+    acc[k] += ((e(0) + e(1)) + (e(2) + e(3))) + ((e(4) + e(5)) + (e(6) + e(7)));
+  }
+}
+
+#if defined(__AVX__)
+// add_table_entries() for a full chunk, in registers; the tree keeps each chain of dependent
+// adds to four.
+inline void add_table_entries_avx(const float* tables, std::uint32_t bits, float* acc) {
+  std::array<const float*, kTableGroups> entries{};
+#pragma GCC unroll 8
+  for (int g = 0; g < kTableGroups; ++g) {
+    entries[g] = tables + (g * kTableEntries + ((bits >> (kTableGroup * g)) & 15U)) * kTableFloats;
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < kTableFloats; k += 8) {
+    const auto load = [&](int g) { return _mm256_load_ps(entries[g] + k); };
+    const __m256 s01 = _mm256_add_ps(load(0), load(1));
+    const __m256 s23 = _mm256_add_ps(load(2), load(3));
+    const __m256 s45 = _mm256_add_ps(load(4), load(5));
+    const __m256 s67 = _mm256_add_ps(load(6), load(7));
+    const __m256 sum = _mm256_add_ps(_mm256_add_ps(s01, s23), _mm256_add_ps(s45, s67));
+    _mm256_store_ps(acc + k, _mm256_add_ps(_mm256_load_ps(acc + k), sum));
+  }
+}
+#endif
+
+// Adds one block's tables to every frame's accumulator of one chunk (kTableFloats floats per
+// frame, side by side); bits[b]: frame b's 32 bits of the block.
+void add_block_tables(const float* tables, const std::uint32_t* bits, std::int64_t batch,
+                      std::int64_t height, float* accumulators) {
+  std::int64_t b = 0;
+#if defined(__AVX__)
+  if (height == kTableFloats) {
+    for (; b < batch; ++b) add_table_entries_avx(tables, bits[b], accumulators + b * kTableFloats);
+  }
+#endif
+  for (; b < batch; ++b) {
+    add_table_entries(tables, bits[b], height, accumulators + b * kTableFloats);
+  }
+}
+
+// Builds the eight group tables of a block for rows [r, r + height) of its columns (floats from
+// the start of each column; columns[i] null past the matrix's last column).
+inline void build_block_tables(const std::array<const float*, kTableBlockCols>& columns,
+                               std::int64_t r, std::int64_t height, float* tables) {
+  for (int g = 0; g < kTableGroups; ++g) {
+    std::array<const float*, kTableGroup> group{};
+    for (int i = 0; i < kTableGroup; ++i) {
+      if (const float* column = columns[g * kTableGroup + i]) group[i] = column + r;
+    }
+    build_group_table(group.data(), height, tables + g * kTableEntries * kTableFloats);
+  }
+}
+
+// Chunks ahead whose lines the table kernel prefetches into L1 when the matrix comes from
+// memory: measured at 4096², batch 32, one thread, 28.3 ms per call without, 25.5 / 23.6 / 25.1 /
+// 26.1 ms one / two / four / eight chunks ahead. From L3 (1024²) it costs 3%, so it is off there.
+constexpr std::int64_t kTablePrefetchChunks = 2;
+
+// The table kernel, with column_sums()'s arguments (col0 a multiple of 64, any number of
+// columns): rows [row0, row0 + rows) of every frame's field in `out` receive the selected columns
+// among [col0, col0 + cols), block after block. Blocks of columns outside, chunks of rows inside:
+// a block's columns are read in runs of 2 x rows floats, while the frames' accumulators for the
+// whole row range wait in a scratch buffer (in L2, chunk-major). Each frame's bits of a block are
+// gathered once per block: read from the frame words for every chunk instead, the lookups took
+// twice as long.
+void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
+                std::int64_t rows, std::int64_t col0, std::int64_t cols, const FrameWords& frames,
+                std::int64_t batch, bool prefetch, Eigen::MatrixXcf& out) {
+  OPU_CHECK(col0 % 64 == 0, "column blocks start on a word of frame bits");
+  thread_local std::vector<float, LineAligned<float>> tables;
+  thread_local std::vector<float, LineAligned<float>> accumulators;
+  thread_local std::vector<std::uint32_t> bits;
+  tables.assign(static_cast<std::size_t>(kTableGroups * kTableEntries * kTableFloats), 0.0F);
+  const std::int64_t chunks = (2 * rows + kTableFloats - 1) / kTableFloats;
+  const std::int64_t chunk_floats = batch * kTableFloats;
+  accumulators.resize(static_cast<std::size_t>(chunks * chunk_floats));
+  bits.resize(static_cast<std::size_t>(batch));
+  const auto* tile_floats = reinterpret_cast<const float*>(tile);
+  auto* fields = reinterpret_cast<float*>(out.data()) + 2 * row0;
+  const std::int64_t field_stride = 2 * out.rows();
+  const auto height_of = [&](std::int64_t c) {
+    return std::min(kTableFloats, 2 * rows - c * kTableFloats);
+  };
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::copy_n(fields + b * field_stride + c * kTableFloats, height_of(c),
+                  accumulators.data() + c * chunk_floats + b * kTableFloats);
+    }
+  }
+  for (std::int64_t block = col0; block < col0 + cols; block += kTableBlockCols) {
+    const std::int64_t block_cols = std::min(kTableBlockCols, col0 + cols - block);
+    const std::uint32_t in_block =
+        block_cols == kTableBlockCols ? ~0U : (std::uint32_t{1} << block_cols) - 1U;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      bits[b] = static_cast<std::uint32_t>(frames.frame(b)[block / 64] >> (block % 64)) & in_block;
+    }
+    std::array<const float*, kTableBlockCols> columns{};
+    for (std::int64_t i = 0; i < block_cols; ++i) {
+      columns[i] = tile_floats + (block + i - tile_col0) * 2 * ld;
+    }
+    for (std::int64_t c = 0; c < chunks; ++c) {
+      if (prefetch && c + kTablePrefetchChunks < chunks) {
+        for (std::int64_t i = 0; i < block_cols; ++i) {
+          const auto* line =
+              reinterpret_cast<const char*>(columns[i] + (c + kTablePrefetchChunks) * kTableFloats);
+          __builtin_prefetch(line);
+          __builtin_prefetch(line + 64);
+        }
+      }
+      build_block_tables(columns, c * kTableFloats, height_of(c), tables.data());
+      add_block_tables(tables.data(), bits.data(), batch, height_of(c),
+                       accumulators.data() + c * chunk_floats);
+    }
+  }
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    for (std::int64_t b = 0; b < batch; ++b) {
+      std::copy_n(accumulators.data() + c * chunk_floats + b * kTableFloats, height_of(c),
+                  fields + b * field_stride + c * kTableFloats);
+    }
+  }
+}
+
 // Columns walked together by the column walk: six columns' 64-byte lines (twelve registers) and
 // one field's (two) fill the sixteen AVX registers, and each frame's field is loaded and stored
 // once per group instead of once per column it selects. Measured at 4096², batch 8, one thread:
@@ -281,6 +505,10 @@ constexpr std::int64_t walk_stripe_rows(std::int64_t n_out, int threads) {
 constexpr std::int64_t padded_rows(std::int64_t rows) {
   return (rows * 8) % 4096 == 0 ? rows + 8 : rows;
 }
+// Row panel of the table kernel: each column is read in runs of 4 KiB, and 32 frames'
+// accumulators take 128 KiB of L2. Measured at 4096², batch 32: 128 to 2,048 rows all within 5%.
+constexpr std::int64_t kTablePanelRows = 512;
+
 // Row panel handed to one thread at a time: six chunks.
 constexpr std::int64_t kPanelRows = 6 * kChunkRows;
 
@@ -342,6 +570,8 @@ class DenseMedium final : public Medium {
     out.setZero(request.n_out, request.batch);
     if (request.batch >= kGemmMinBatch) {
       gemm_fields(*matrix, request, out);
+    } else if (request.batch >= kTableMinBatch) {
+      table_fields(*matrix, request, out);
     } else if (walks_columns(request)) {
       stream_fields(*matrix, request, out);
     } else {
@@ -423,6 +653,22 @@ class DenseMedium final : public Medium {
     }
   }
 
+  // Panels of kTablePanelRows rows over our threads, each through table_sums(); beyond the
+  // caches the kernel prefetches the columns it reads next.
+  static void table_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
+                           Eigen::MatrixXcf& out) {
+    const FrameWords frames(request.packed, request.n_in, request.batch);
+    const bool from_memory = dense_matrix_bytes(request.n_in, request.n_out) > kCacheResidentBytes;
+    const std::int64_t panels = (request.n_out + kTablePanelRows - 1) / kTablePanelRows;
+#pragma omp parallel for schedule(static) num_threads(request.threads)
+    for (std::int64_t panel = 0; panel < panels; ++panel) {
+      const std::int64_t row0 = panel * kTablePanelRows;
+      const std::int64_t rows = std::min(kTablePanelRows, request.n_out - row0);
+      table_sums(matrix.data() + row0, matrix.rows(), 0, row0, rows, 0, request.n_in, frames,
+                 request.batch, from_memory, out);
+    }
+  }
+
   // OpenBLAS sgemm on R viewed as floats, rows split over our own threads (each a single-threaded
   // sgemm on its rows): `threads` alone decides the parallelism, and each output row is computed
   // whole by one call, so the result does not depend on the thread count.
@@ -498,6 +744,9 @@ class StreamedMedium final : public Medium {
                 reinterpret_cast<float*>(out.data() + row0), 2 * rows, request.batch,
                 Eigen::OuterStride<>(2 * out.rows()));
             out_view.noalias() += real_view * inputs.middleRows(col0, cols);
+          } else if (request.batch >= kTableMinBatch) {
+            table_sums(tile.data(), tile.rows(), col0, row0, rows, col0, cols, *frames,
+                       request.batch, /*prefetch=*/false, out);
           } else {
             for (std::int64_t block = col0; block < col0 + cols; block += kSumBlockCols) {
               column_sums(tile.data(), tile.rows(), col0, row0, rows, block,

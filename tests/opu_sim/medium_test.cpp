@@ -1,9 +1,12 @@
+#include "opu_sim/medium.h"
+
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
-#include "opu_sim/medium.h"
 #include "opu_sim/packing.h"
 #include "opu_sim/transmission_matrix.h"
 #include "test_support.h"
@@ -46,24 +49,84 @@ void check_against_reference(const Eigen::MatrixXcf& got, const Bits& bits, std:
         magnitude += std::abs(entry.real()) + std::abs(entry.imag());
         ++terms;
       }
-      const double bound = static_cast<double>(std::max<std::int64_t>(terms, 1)) * 0x1.0p-24 *
-                           magnitude + 1e-30;
+      const double bound =
+          static_cast<double>(std::max<std::int64_t>(terms, 1)) * 0x1.0p-24 * magnitude + 1e-30;
       REQUIRE(std::abs(static_cast<double>(got(i, b).real()) - exact.real()) <= bound);
       REQUIRE(std::abs(static_cast<double>(got(i, b).imag()) - exact.imag()) <= bound);
     }
   }
 }
+// The fields the table kernel must give (batches of kTableMinBatch up to kGemmMinBatch frames),
+// element by element in plain float arithmetic: per aligned block of 32 columns, each group of
+// four's selected columns folded lowest first (an empty group is +0), the block's eight group
+// sums added as ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)), the block sums added to the
+// field in increasing order. Real and imaginary parts are independent float sums.
+Eigen::MatrixXcf table_order_fields(const Bits& bits, std::uint64_t seed, std::int64_t n_in_medium,
+                                    std::int64_t n_out) {
+  const opu::sim::TransmissionMatrixGenerator generator(seed, n_in_medium, 0);
+  const std::int64_t n_in = bits.rows();
+  Eigen::MatrixXcf out(n_out, bits.cols());
+  for (std::int64_t b = 0; b < bits.cols(); ++b) {
+    for (std::int64_t i = 0; i < n_out; ++i) {
+      float field_re = 0.0F;
+      float field_im = 0.0F;
+      for (std::int64_t block = 0; block < n_in; block += 32) {
+        std::array<float, 8> re{};
+        std::array<float, 8> im{};
+        for (std::int64_t g = 0; g < 8; ++g) {
+          bool first = true;
+          for (std::int64_t j = block + 4 * g; j < std::min(block + 4 * g + 4, n_in); ++j) {
+            if (bits(j, b) == 0) continue;
+            const std::complex<float> entry = generator.entry(i, j);
+            re[g] = first ? entry.real() : re[g] + entry.real();
+            im[g] = first ? entry.imag() : im[g] + entry.imag();
+            first = false;
+          }
+        }
+        field_re += ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
+        field_im += ((im[0] + im[1]) + (im[2] + im[3])) + ((im[4] + im[5]) + (im[6] + im[7]));
+      }
+      out(i, b) = {field_re, field_im};
+    }
+  }
+  return out;
+}
 }  // namespace
 
 TEST_SUITE("opu_sim") {
-  TEST_CASE("Medium: dense and streamed are bit-identical with column sums") {
+  TEST_CASE(
+      "Medium: the table kernel adds its subset sums in its stated order, dense == streamed") {
+    const std::uint64_t seed = opu::test::test_seed(10);
+    INFO("seed " << seed);
+    // 1,099 mirrors: the last block holds 11 columns (two whole groups and one of three, the
+    // generic table build); 702 pixels: 1,404 floats, the last chunk 28 floats (the generic
+    // lookups). Batches from the first that takes the kernel to the last.
+    const auto dense = opu::sim::make_dense_medium(seed, 1099, 702);
+    const auto streamed = opu::sim::make_streamed_medium(seed, 1099, 702);
+    for (const std::int64_t batch : {opu::sim::Medium::kTableMinBatch, std::int64_t{37},
+                                     opu::sim::Medium::kGemmMinBatch - 1}) {
+      INFO("batch " << batch);
+      const Bits bits = random_bits(1099, batch, seed + static_cast<std::uint64_t>(batch));
+      const Eigen::MatrixXcf expected = table_order_fields(bits, seed, 1099, 702);
+      CHECK(fields(*dense, bits, 702) == expected);
+      CHECK(fields(*streamed, bits, 702) == expected);
+      CHECK(fields(*dense, bits, 702, 2) == expected);  // whatever the thread count
+    }
+    SUBCASE("a window: fewer mirrors and pixels than the medium") {
+      const Bits bits = random_bits(77, 20, seed);
+      CHECK(fields(*dense, bits, 31) == table_order_fields(bits, seed, 1099, 31));
+      CHECK(fields(*streamed, bits, 31) == table_order_fields(bits, seed, 1099, 31));
+    }
+  }
+
+  TEST_CASE("Medium: dense and streamed are bit-identical with the column-sum kernels") {
     const std::uint64_t seed = opu::test::test_seed(5);
     INFO("seed " << seed);
     // Sizes that are not multiples of the kernels' blocks, to cover every edge: 702 rows end in a
     // 30-row chunk, seven AVX vectors and a 4-float scalar tail.
     const auto dense = opu::sim::make_dense_medium(seed, 1100, 702);
     const auto streamed = opu::sim::make_streamed_medium(seed, 1100, 702);
-    for (std::int64_t batch : {1, 5, 33}) {
+    for (std::int64_t batch : {1, 5, 15, 33}) {  // 33: the table kernel
       const Bits bits = random_bits(1100, batch, seed + static_cast<std::uint64_t>(batch));
       const Eigen::MatrixXcf a = fields(*dense, bits, 702);
       const Eigen::MatrixXcf b = fields(*streamed, bits, 702);
@@ -71,15 +134,17 @@ TEST_SUITE("opu_sim") {
     }
   }
 
-  TEST_CASE("Medium: a dense matrix beyond the caches, walked column by column, is still bit-identical") {
+  TEST_CASE(
+      "Medium: a dense matrix beyond the caches, walked column by column, is still bit-identical") {
     // 1,500 x 1,500 x 8 bytes = 18 MB: above the 16 MiB where the dense backend walks columns
-    // (six at a time) while the frames' fields fit 384 KiB per thread: 1, 2, 5 and 7 frames. 40
-    // frames (480 KB of fields) take the blocked kernel on one thread but the walk on two (240 KB
-    // each), so the thread-count check below also compares the two kernels.
+    // (six at a time) while the frames' fields fit 384 KiB per thread: 1, 2, 5, 7 and 15 frames,
+    // which the streamed backend sums with the blocked kernel, so the comparison checks one
+    // kernel against the other. 40 frames take the table kernel, which prefetches the matrix's
+    // columns here (it comes from memory) and not in the streamed backend.
     const std::uint64_t seed = opu::test::test_seed(6);
     const auto dense = opu::sim::make_dense_medium(seed, 1500, 1500);
     const auto streamed = opu::sim::make_streamed_medium(seed, 1500, 1500);
-    for (std::int64_t batch : {1, 2, 5, 7, 40}) {
+    for (std::int64_t batch : {1, 2, 5, 7, 15, 40}) {
       const Bits bits = random_bits(1500, batch, seed + static_cast<std::uint64_t>(batch));
       const Eigen::MatrixXcf a = fields(*dense, bits, 1500);
       CHECK(a == fields(*streamed, bits, 1500));
@@ -96,6 +161,11 @@ TEST_SUITE("opu_sim") {
     const auto streamed = opu::sim::make_streamed_medium(seed, 300, 90);
     SUBCASE("column sums (small batch)") {
       const Bits bits = random_bits(300, 7, seed);
+      check_against_reference(fields(*dense, bits, 90), bits, seed, 300);
+      check_against_reference(fields(*streamed, bits, 90), bits, seed, 300);
+    }
+    SUBCASE("subset-sum tables (medium batch)") {
+      const Bits bits = random_bits(300, opu::sim::Medium::kTableMinBatch + 5, seed);
       check_against_reference(fields(*dense, bits, 90), bits, seed, 300);
       check_against_reference(fields(*streamed, bits, 90), bits, seed, 300);
     }
@@ -120,7 +190,8 @@ TEST_SUITE("opu_sim") {
     for (const bool dense : {true, false}) {
       const auto medium = dense ? opu::sim::make_dense_medium(seed, 700, 600)
                                 : opu::sim::make_streamed_medium(seed, 700, 600);
-      for (std::int64_t batch : {std::int64_t{3}, opu::sim::Medium::kGemmMinBatch}) {
+      for (std::int64_t batch :
+           {std::int64_t{3}, opu::sim::Medium::kTableMinBatch, opu::sim::Medium::kGemmMinBatch}) {
         const Bits bits = random_bits(700, batch, seed);
         CHECK(fields(*medium, bits, 600, 1) == fields(*medium, bits, 600, 2));
       }
