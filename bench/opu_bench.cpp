@@ -83,6 +83,13 @@ std::string format(const char* pattern, auto... values) {
 }
 
 // Dense medium against the equivalent float GEMM, for each batch.
+// The dense kernel a batch of this size takes (Medium's thresholds).
+const char* dense_kernel(std::int64_t batch) {
+  if (batch >= opu::sim::Medium::kGemmMinBatch) return "sgemm";
+  if (batch >= opu::sim::Medium::kTableMinBatch) return "subset-sum tables";
+  return "column sums";
+}
+
 void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
                  const std::vector<std::int64_t>& batches) {
   const auto medium = opu::sim::make_dense_medium(7, n, n);
@@ -115,12 +122,11 @@ void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
             {"peak_fraction", peak_fraction},
             {"gemm_projections_per_s", batch / gemm_s},
             {"speedup_vs_gemm", vs_gemm},
-            {"kernel", batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column-sums"}},
+            {"kernel", dense_kernel(batch)}},
            format("dense     %6ld x %-6ld batch %4ld  %10.0f proj/s  %5.1f%% of FMA peak  "
                   "%5.2fx float GEMM (%s)  %s",
                   static_cast<long>(n), static_cast<long>(n), static_cast<long>(batch),
-                  batch / sim_s, 100 * peak_fraction, vs_gemm,
-                  batch >= opu::sim::Medium::kGemmMinBatch ? "sgemm" : "column sums",
+                  batch / sim_s, 100 * peak_fraction, vs_gemm, dense_kernel(batch),
                   device_speed(batch / sim_s).c_str()));
   }
   // The column sums' speed on matrices beyond the caches depends on whether the kernel granted
