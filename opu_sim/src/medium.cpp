@@ -177,19 +177,22 @@ struct LineAligned {
 // group: from sixteen frames on, less work, all of it in L1.
 //
 // The order of the sums (what the bits depend on): a group's entry is the fold of its selected
-// columns, lowest first; a block's eight entries are summed as a tree,
-// ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)); block sums are added to the field in
-// increasing column order. That rounds differently from the column kernels' one-by-one fold, so,
+// columns, lowest first; a block's group entries are summed pairwise,
+// ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)) for blocks of 32 columns, (e0 + e1) + (e2 + e3)
+// for blocks of 16; block sums are added to the field in increasing column order. Blocks are 32
+// columns wide for matrices in the caches and 16 beyond (table_block_columns()), a function of
+// the request's shape only. That rounds differently from the column kernels' one-by-one fold, so,
 // as with the GEMM kernel, a frame's bits depend on which kernel its batch size picks; never on
 // the thread count, nor on dense vs streamed, which share this kernel.
 constexpr int kTableGroup = 4;
 constexpr int kTableEntries = 1 << kTableGroup;
 // Floats of one chunk: 16 complex rows, four AVX registers.
 constexpr std::int64_t kTableFloats = 32;
-// Columns of one block of tables: 8 groups x 16 entries x 128 bytes = 16 KiB, beside one chunk's
-// accumulators (128 bytes per frame) in L1. Divides 64: a block's bits come from one frame word.
-constexpr std::int64_t kTableBlockCols = 32;
-constexpr std::int64_t kTableGroups = kTableBlockCols / kTableGroup;
+// Groups of one block of tables: 8 (32 columns: 8 x 16 entries x 128 bytes = 16 KiB, beside one
+// chunk's accumulators, 128 bytes per frame, in L1) or 4. A block divides 64 columns: its bits
+// come from one frame word.
+constexpr int kWideTableGroups = 8;
+constexpr int kNarrowTableGroups = 4;
 
 // Entry n of a group's table (n = 0..15): the fold of the group's columns whose bits n sets,
 // lowest first, i.e. entry[n without its highest bit] + column[highest bit]. Entry 0 (zero) is
@@ -245,61 +248,76 @@ inline void build_group_table(const float* const* columns, std::int64_t height, 
   }
 }
 
-// acc += the block sum of the table entries a frame's 32 bits select (the tree above).
-inline void add_table_entries(const float* tables, std::uint32_t bits, std::int64_t height,
-                              float* acc) {
-  std::array<const float*, kTableGroups> entries{};
-  for (int g = 0; g < kTableGroups; ++g) {
+// The entries of a block's tables that a frame's bits select, one per group.
+template <int kGroups>
+std::array<const float*, kGroups> selected_entries(const float* tables, std::uint32_t bits) {
+  std::array<const float*, kGroups> entries{};
+#pragma GCC unroll 8
+  for (int g = 0; g < kGroups; ++g) {
     entries[g] = tables + (g * kTableEntries + ((bits >> (kTableGroup * g)) & 15U)) * kTableFloats;
   }
+  return entries;
+}
+
+// e(kFirst) + ... + e(kFirst + kCount - 1), summed pairwise (kCount a power of two).
+template <int kFirst, int kCount, typename Entry>
+auto pairwise_sum(const Entry& e) {
+  if constexpr (kCount == 1) {
+    return e(kFirst);
+  } else {
+    return pairwise_sum<kFirst, kCount / 2>(e) + pairwise_sum<kFirst + kCount / 2, kCount / 2>(e);
+  }
+}
+
+// acc += the block sum of the table entries a frame's bits select (pairwise, as above).
+template <int kGroups>
+void add_table_entries(const float* tables, std::uint32_t bits, std::int64_t height, float* acc) {
+  const auto entries = selected_entries<kGroups>(tables, bits);
   for (std::int64_t k = 0; k < height; ++k) {
-    const auto e = [&](int g) { return entries[g][k]; };
-    acc[k] += ((e(0) + e(1)) + (e(2) + e(3))) + ((e(4) + e(5)) + (e(6) + e(7)));
+    acc[k] += pairwise_sum<0, kGroups>([&](int g) { return entries[g][k]; });
   }
 }
 
 #if defined(__AVX__)
-// add_table_entries() for a full chunk, in registers; the tree keeps each chain of dependent
-// adds to four.
-inline void add_table_entries_avx(const float* tables, std::uint32_t bits, float* acc) {
-  std::array<const float*, kTableGroups> entries{};
-#pragma GCC unroll 8
-  for (int g = 0; g < kTableGroups; ++g) {
-    entries[g] = tables + (g * kTableEntries + ((bits >> (kTableGroup * g)) & 15U)) * kTableFloats;
-  }
+// add_table_entries() for a full chunk, in registers; the pairwise sum keeps each chain of
+// dependent adds short.
+template <int kGroups>
+void add_table_entries_avx(const float* tables, std::uint32_t bits, float* acc) {
+  const auto entries = selected_entries<kGroups>(tables, bits);
 #pragma GCC unroll 4
   for (int k = 0; k < kTableFloats; k += 8) {
-    const auto load = [&](int g) { return _mm256_load_ps(entries[g] + k); };
-    const __m256 s01 = _mm256_add_ps(load(0), load(1));
-    const __m256 s23 = _mm256_add_ps(load(2), load(3));
-    const __m256 s45 = _mm256_add_ps(load(4), load(5));
-    const __m256 s67 = _mm256_add_ps(load(6), load(7));
-    const __m256 sum = _mm256_add_ps(_mm256_add_ps(s01, s23), _mm256_add_ps(s45, s67));
+    // GCC's vector extensions: + on __m256 is vaddps.
+    const __m256 sum =
+        pairwise_sum<0, kGroups>([&](int g) { return _mm256_load_ps(entries[g] + k); });
     _mm256_store_ps(acc + k, _mm256_add_ps(_mm256_load_ps(acc + k), sum));
   }
 }
 #endif
 
 // Adds one block's tables to every frame's accumulator of one chunk (kTableFloats floats per
-// frame, side by side); bits[b]: frame b's 32 bits of the block.
+// frame, side by side); bits[b]: frame b's bits of the block.
+template <int kGroups>
 void add_block_tables(const float* tables, const std::uint32_t* bits, std::int64_t batch,
                       std::int64_t height, float* accumulators) {
   std::int64_t b = 0;
 #if defined(__AVX__)
   if (height == kTableFloats) {
-    for (; b < batch; ++b) add_table_entries_avx(tables, bits[b], accumulators + b * kTableFloats);
+    for (; b < batch; ++b) {
+      add_table_entries_avx<kGroups>(tables, bits[b], accumulators + b * kTableFloats);
+    }
   }
 #endif
   for (; b < batch; ++b) {
-    add_table_entries(tables, bits[b], height, accumulators + b * kTableFloats);
+    add_table_entries<kGroups>(tables, bits[b], height, accumulators + b * kTableFloats);
   }
 }
 
-// Builds the eight group tables of a block for rows [r, r + height) of its columns (floats from
-// the start of each column; columns[i] null past the matrix's last column).
-inline void build_block_tables(const std::array<const float*, kTableBlockCols>& columns,
+// Builds the group tables of a block for rows [r, r + height) of its columns (floats from the
+// start of each column; columns[i] null past the matrix's last column).
+template <int kGroups>
+inline void build_block_tables(const std::array<const float*, kGroups * kTableGroup>& columns,
                                std::int64_t r, std::int64_t height, float* tables) {
-  for (int g = 0; g < kTableGroups; ++g) {
+  for (int g = 0; g < kGroups; ++g) {
     std::array<const float*, kTableGroup> group{};
     for (int i = 0; i < kTableGroup; ++i) {
       if (const float* column = columns[g * kTableGroup + i]) group[i] = column + r;
@@ -320,14 +338,16 @@ constexpr std::int64_t kTablePrefetchChunks = 2;
 // whole row range wait in a scratch buffer (in L2, chunk-major). Each frame's bits of a block are
 // gathered once per block: read from the frame words for every chunk instead, the lookups took
 // twice as long.
+template <int kGroups>
 void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
                 std::int64_t rows, std::int64_t col0, std::int64_t cols, const FrameWords& frames,
                 std::int64_t batch, bool prefetch, Eigen::MatrixXcf& out) {
+  constexpr std::int64_t kBlockCols = kGroups * kTableGroup;
   OPU_CHECK(col0 % 64 == 0, "column blocks start on a word of frame bits");
   thread_local std::vector<float, LineAligned<float>> tables;
   thread_local std::vector<float, LineAligned<float>> accumulators;
   thread_local std::vector<std::uint32_t> bits;
-  tables.assign(static_cast<std::size_t>(kTableGroups * kTableEntries * kTableFloats), 0.0F);
+  tables.assign(static_cast<std::size_t>(kGroups * kTableEntries * kTableFloats), 0.0F);
   const std::int64_t chunks = (2 * rows + kTableFloats - 1) / kTableFloats;
   const std::int64_t chunk_floats = batch * kTableFloats;
   accumulators.resize(static_cast<std::size_t>(chunks * chunk_floats));
@@ -344,14 +364,13 @@ void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, st
                   accumulators.data() + c * chunk_floats + b * kTableFloats);
     }
   }
-  for (std::int64_t block = col0; block < col0 + cols; block += kTableBlockCols) {
-    const std::int64_t block_cols = std::min(kTableBlockCols, col0 + cols - block);
-    const std::uint32_t in_block =
-        block_cols == kTableBlockCols ? ~0U : (std::uint32_t{1} << block_cols) - 1U;
+  for (std::int64_t block = col0; block < col0 + cols; block += kBlockCols) {
+    const std::int64_t block_cols = std::min(kBlockCols, col0 + cols - block);
+    const std::uint32_t in_block = block_cols == 32 ? ~0U : (std::uint32_t{1} << block_cols) - 1U;
     for (std::int64_t b = 0; b < batch; ++b) {
       bits[b] = static_cast<std::uint32_t>(frames.frame(b)[block / 64] >> (block % 64)) & in_block;
     }
-    std::array<const float*, kTableBlockCols> columns{};
+    std::array<const float*, kBlockCols> columns{};
     for (std::int64_t i = 0; i < block_cols; ++i) {
       columns[i] = tile_floats + (block + i - tile_col0) * 2 * ld;
     }
@@ -364,9 +383,9 @@ void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, st
           __builtin_prefetch(line + 64);
         }
       }
-      build_block_tables(columns, c * kTableFloats, height_of(c), tables.data());
-      add_block_tables(tables.data(), bits.data(), batch, height_of(c),
-                       accumulators.data() + c * chunk_floats);
+      build_block_tables<kGroups>(columns, c * kTableFloats, height_of(c), tables.data());
+      add_block_tables<kGroups>(tables.data(), bits.data(), batch, height_of(c),
+                                accumulators.data() + c * chunk_floats);
     }
   }
   for (std::int64_t c = 0; c < chunks; ++c) {
@@ -374,6 +393,28 @@ void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, st
       std::copy_n(accumulators.data() + c * chunk_floats + b * kTableFloats, height_of(c),
                   fields + b * field_stride + c * kTableFloats);
     }
+  }
+}
+
+// Groups per block of the table kernel for a request of this shape: matrices beyond the caches
+// are read from memory a chunk of every block column at a time, and sixteen columns at a time
+// (sixteen streams of 128-byte steps) read faster than 32. Measured at 4096², one thread, batch
+// 16 / 24 / 32 / 48: 13.1 / 15.0 / 17.3 / 22.1 ms per call with blocks of 16 against 18.1 / 20.7 /
+// 22.9 / 27.1 with blocks of 32; at 1024² (in L3) blocks of 32 stay 0-10% faster.
+int table_groups(std::int64_t n_in, std::int64_t n_out);
+
+// table_sums() with the block width of table_groups().
+void table_sums_for_shape(std::int64_t n_in, std::int64_t n_out, const Complex* tile,
+                          std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
+                          std::int64_t rows, std::int64_t col0, std::int64_t cols,
+                          const FrameWords& frames, std::int64_t batch, bool prefetch,
+                          Eigen::MatrixXcf& out) {
+  if (table_groups(n_in, n_out) == kNarrowTableGroups) {
+    table_sums<kNarrowTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
+                                   prefetch, out);
+  } else {
+    table_sums<kWideTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
+                                 prefetch, out);
   }
 }
 
@@ -492,6 +533,11 @@ constexpr std::int64_t kSumBlockCols = 64;
 // up to 12 frames (384 KiB of fields), level at 16 (512 KiB, this machine's L2), slower beyond.
 constexpr std::size_t kCacheResidentBytes = std::size_t{16} << 20;
 constexpr std::size_t kWalkFieldBytes = std::size_t{384} << 10;
+
+int table_groups(std::int64_t n_in, std::int64_t n_out) {
+  return dense_matrix_bytes(n_in, n_out) > kCacheResidentBytes ? kNarrowTableGroups
+                                                               : kWideTableGroups;
+}
 
 // Rows of one thread's stripe in the column walk: a multiple of 8 keeps stripes on whole cache
 // lines.
@@ -664,8 +710,8 @@ class DenseMedium final : public Medium {
     for (std::int64_t panel = 0; panel < panels; ++panel) {
       const std::int64_t row0 = panel * kTablePanelRows;
       const std::int64_t rows = std::min(kTablePanelRows, request.n_out - row0);
-      table_sums(matrix.data() + row0, matrix.rows(), 0, row0, rows, 0, request.n_in, frames,
-                 request.batch, from_memory, out);
+      table_sums_for_shape(request.n_in, request.n_out, matrix.data() + row0, matrix.rows(), 0,
+                           row0, rows, 0, request.n_in, frames, request.batch, from_memory, out);
     }
   }
 
@@ -745,8 +791,9 @@ class StreamedMedium final : public Medium {
                 Eigen::OuterStride<>(2 * out.rows()));
             out_view.noalias() += real_view * inputs.middleRows(col0, cols);
           } else if (request.batch >= kTableMinBatch) {
-            table_sums(tile.data(), tile.rows(), col0, row0, rows, col0, cols, *frames,
-                       request.batch, /*prefetch=*/false, out);
+            table_sums_for_shape(request.n_in, request.n_out, tile.data(), tile.rows(), col0, row0,
+                                 rows, col0, cols, *frames, request.batch,
+                                 /*prefetch=*/false, out);
           } else {
             for (std::int64_t block = col0; block < col0 + cols; block += kSumBlockCols) {
               column_sums(tile.data(), tile.rows(), col0, row0, rows, block,

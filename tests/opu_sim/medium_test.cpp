@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "opu_sim/packing.h"
 #include "opu_sim/transmission_matrix.h"
@@ -56,35 +57,47 @@ void check_against_reference(const Eigen::MatrixXcf& got, const Bits& bits, std:
     }
   }
 }
+// s[first] + ... + s[first + count - 1], summed pairwise (count a power of two).
+float pairwise(const std::vector<float>& s, std::size_t first, std::size_t count) {
+  if (count == 1) return s[first];
+  return pairwise(s, first, count / 2) + pairwise(s, first + count / 2, count / 2);
+}
+
 // The fields the table kernel must give (batches of kTableMinBatch up to kGemmMinBatch frames),
-// element by element in plain float arithmetic: per aligned block of 32 columns, each group of
-// four's selected columns folded lowest first (an empty group is +0), the block's eight group
-// sums added as ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)), the block sums added to the
-// field in increasing order. Real and imaginary parts are independent float sums.
+// element by element in plain float arithmetic: per aligned block of `block_cols` columns (32 for
+// requests whose dense matrix fits 16 MiB, 16 beyond), each group of four's selected columns
+// folded lowest first (an empty group is +0), the block's group sums added pairwise (for 32
+// columns ((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7))), the block sums added to the field
+// in increasing order. Real and imaginary parts are independent float sums.
 Eigen::MatrixXcf table_order_fields(const Bits& bits, std::uint64_t seed, std::int64_t n_in_medium,
-                                    std::int64_t n_out) {
-  const opu::sim::TransmissionMatrixGenerator generator(seed, n_in_medium, 0);
+                                    std::int64_t n_out, std::int64_t block_cols) {
   const std::int64_t n_in = bits.rows();
+  Eigen::MatrixXcf matrix(n_out, n_in);  // entry(i, j), bit for bit (tm_generator_test)
+  opu::sim::TransmissionMatrixGenerator(seed, n_in_medium, 0)
+      .fill_tile(0, n_out, 0, n_in, matrix.data(), n_out);
+  const auto groups = static_cast<std::size_t>(block_cols / 4);
   Eigen::MatrixXcf out(n_out, bits.cols());
+  std::vector<float> re(groups);
+  std::vector<float> im(groups);
   for (std::int64_t b = 0; b < bits.cols(); ++b) {
     for (std::int64_t i = 0; i < n_out; ++i) {
       float field_re = 0.0F;
       float field_im = 0.0F;
-      for (std::int64_t block = 0; block < n_in; block += 32) {
-        std::array<float, 8> re{};
-        std::array<float, 8> im{};
-        for (std::int64_t g = 0; g < 8; ++g) {
+      for (std::int64_t block = 0; block < n_in; block += block_cols) {
+        for (std::size_t g = 0; g < groups; ++g) {
+          re[g] = 0.0F;
+          im[g] = 0.0F;
           bool first = true;
-          for (std::int64_t j = block + 4 * g; j < std::min(block + 4 * g + 4, n_in); ++j) {
+          const std::int64_t j0 = block + 4 * static_cast<std::int64_t>(g);
+          for (std::int64_t j = j0; j < std::min(j0 + 4, n_in); ++j) {
             if (bits(j, b) == 0) continue;
-            const std::complex<float> entry = generator.entry(i, j);
-            re[g] = first ? entry.real() : re[g] + entry.real();
-            im[g] = first ? entry.imag() : im[g] + entry.imag();
+            re[g] = first ? matrix(i, j).real() : re[g] + matrix(i, j).real();
+            im[g] = first ? matrix(i, j).imag() : im[g] + matrix(i, j).imag();
             first = false;
           }
         }
-        field_re += ((re[0] + re[1]) + (re[2] + re[3])) + ((re[4] + re[5]) + (re[6] + re[7]));
-        field_im += ((im[0] + im[1]) + (im[2] + im[3])) + ((im[4] + im[5]) + (im[6] + im[7]));
+        field_re += pairwise(re, 0, groups);
+        field_im += pairwise(im, 0, groups);
       }
       out(i, b) = {field_re, field_im};
     }
@@ -94,28 +107,42 @@ Eigen::MatrixXcf table_order_fields(const Bits& bits, std::uint64_t seed, std::i
 }  // namespace
 
 TEST_SUITE("opu_sim") {
-  TEST_CASE(
-      "Medium: the table kernel adds its subset sums in its stated order, dense == streamed") {
+  TEST_CASE("Medium: the table kernel adds its subset sums in its stated order") {
     const std::uint64_t seed = opu::test::test_seed(10);
     INFO("seed " << seed);
-    // 1,099 mirrors: the last block holds 11 columns (two whole groups and one of three, the
-    // generic table build); 702 pixels: 1,404 floats, the last chunk 28 floats (the generic
-    // lookups). Batches from the first that takes the kernel to the last.
-    const auto dense = opu::sim::make_dense_medium(seed, 1099, 702);
-    const auto streamed = opu::sim::make_streamed_medium(seed, 1099, 702);
-    for (const std::int64_t batch : {opu::sim::Medium::kTableMinBatch, std::int64_t{37},
-                                     opu::sim::Medium::kGemmMinBatch - 1}) {
-      INFO("batch " << batch);
-      const Bits bits = random_bits(1099, batch, seed + static_cast<std::uint64_t>(batch));
-      const Eigen::MatrixXcf expected = table_order_fields(bits, seed, 1099, 702);
-      CHECK(fields(*dense, bits, 702) == expected);
-      CHECK(fields(*streamed, bits, 702) == expected);
-      CHECK(fields(*dense, bits, 702, 2) == expected);  // whatever the thread count
-    }
-    SUBCASE("a window: fewer mirrors and pixels than the medium") {
+    SUBCASE("blocks of 32 columns (the matrix fits the caches)") {
+      // 1,099 mirrors: the last block holds 11 columns (two whole groups and one of three, the
+      // generic table build); 702 pixels: 1,404 floats, the last chunk 28 floats (the generic
+      // lookups). Batches from the first that takes the kernel to the last.
+      const auto dense = opu::sim::make_dense_medium(seed, 1099, 702);
+      const auto streamed = opu::sim::make_streamed_medium(seed, 1099, 702);
+      for (const std::int64_t batch : {opu::sim::Medium::kTableMinBatch, std::int64_t{37},
+                                       opu::sim::Medium::kGemmMinBatch - 1}) {
+        INFO("batch " << batch);
+        const Bits bits = random_bits(1099, batch, seed + static_cast<std::uint64_t>(batch));
+        const Eigen::MatrixXcf expected = table_order_fields(bits, seed, 1099, 702, 32);
+        CHECK(fields(*dense, bits, 702) == expected);
+        CHECK(fields(*streamed, bits, 702) == expected);
+        CHECK(fields(*dense, bits, 702, 2) == expected);  // whatever the thread count
+      }
+      // A window, fewer mirrors and pixels than the medium: the request's shape picks the block.
       const Bits bits = random_bits(77, 20, seed);
-      CHECK(fields(*dense, bits, 31) == table_order_fields(bits, seed, 1099, 31));
-      CHECK(fields(*streamed, bits, 31) == table_order_fields(bits, seed, 1099, 31));
+      CHECK(fields(*dense, bits, 31) == table_order_fields(bits, seed, 1099, 31, 32));
+      CHECK(fields(*streamed, bits, 31) == table_order_fields(bits, seed, 1099, 31, 32));
+    }
+    SUBCASE("blocks of 16 columns (the matrix comes from memory, and is prefetched)") {
+      // 4,202 x 520 x 8 bytes = 17.5 MB, above 16 MiB; 4,202 mirrors end in a block of 10
+      // columns (a group of two).
+      const auto dense = opu::sim::make_dense_medium(seed, 4202, 520);
+      const auto streamed = opu::sim::make_streamed_medium(seed, 4202, 520);
+      for (const std::int64_t batch : {opu::sim::Medium::kTableMinBatch, std::int64_t{37}}) {
+        INFO("batch " << batch);
+        const Bits bits = random_bits(4202, batch, seed + static_cast<std::uint64_t>(batch));
+        const Eigen::MatrixXcf expected = table_order_fields(bits, seed, 4202, 520, 16);
+        CHECK(fields(*dense, bits, 520) == expected);
+        CHECK(fields(*streamed, bits, 520) == expected);
+        CHECK(fields(*dense, bits, 520, 2) == expected);
+      }
     }
   }
 
