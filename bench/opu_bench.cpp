@@ -82,7 +82,6 @@ std::string format(const char* pattern, auto... values) {
   return buffer;
 }
 
-// Dense medium against the equivalent float GEMM, for each batch.
 // The dense kernel a batch of this size takes (Medium's thresholds).
 const char* dense_kernel(std::int64_t batch) {
   if (batch >= opu::sim::Medium::kGemmMinBatch) return "sgemm";
@@ -90,6 +89,7 @@ const char* dense_kernel(std::int64_t batch) {
   return "column sums";
 }
 
+// Dense medium against the equivalent float GEMM, for each batch.
 void bench_dense(const Options& options, const Machine& machine, std::int64_t n,
                  const std::vector<std::int64_t>& batches) {
   const auto medium = opu::sim::make_dense_medium(7, n, n);

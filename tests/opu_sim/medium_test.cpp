@@ -57,6 +57,7 @@ void check_against_reference(const Eigen::MatrixXcf& got, const Bits& bits, std:
     }
   }
 }
+
 // s[first] + ... + s[first + count - 1], summed pairwise (count a power of two).
 float pairwise(const std::vector<float>& s, std::size_t first, std::size_t count) {
   if (count == 1) return s[first];

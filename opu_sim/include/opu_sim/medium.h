@@ -38,7 +38,7 @@ struct FieldsRequest {
   std::int64_t n_in = 0;                 // mirrors in each frame (<= the medium's n_in)
   std::int64_t n_out = 0;                // rows computed: pixels [0, n_out)
   std::int64_t batch = 0;
-  std::uint64_t realisation = 0;  // which independent medium (drift)
+  std::uint64_t realisation = 0;         // which independent medium (drift)
   int threads = 1;
 };
 
