@@ -396,28 +396,6 @@ void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, st
   }
 }
 
-// Groups per block of the table kernel for a request of this shape: matrices beyond the caches
-// are read from memory a chunk of every block column at a time, and sixteen columns at a time
-// (sixteen streams of 128-byte steps) read faster than 32. Measured at 4096², one thread, batch
-// 16 / 24 / 32 / 48: 13.1 / 15.0 / 17.3 / 22.1 ms per call with blocks of 16 against 18.1 / 20.7 /
-// 22.9 / 27.1 with blocks of 32; at 1024² (in L3) blocks of 32 stay 0-10% faster.
-int table_groups(std::int64_t n_in, std::int64_t n_out);
-
-// table_sums() with the block width of table_groups().
-void table_sums_for_shape(std::int64_t n_in, std::int64_t n_out, const Complex* tile,
-                          std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
-                          std::int64_t rows, std::int64_t col0, std::int64_t cols,
-                          const FrameWords& frames, std::int64_t batch, bool prefetch,
-                          Eigen::MatrixXcf& out) {
-  if (table_groups(n_in, n_out) == kNarrowTableGroups) {
-    table_sums<kNarrowTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
-                                   prefetch, out);
-  } else {
-    table_sums<kWideTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
-                                 prefetch, out);
-  }
-}
-
 // Columns walked together by the column walk: six columns' 64-byte lines (twelve registers) and
 // one field's (two) fill the sixteen AVX registers, and each frame's field is loaded and stored
 // once per group instead of once per column it selects. Measured at 4096², batch 8, one thread:
@@ -534,9 +512,35 @@ constexpr std::int64_t kSumBlockCols = 64;
 constexpr std::size_t kCacheResidentBytes = std::size_t{16} << 20;
 constexpr std::size_t kWalkFieldBytes = std::size_t{384} << 10;
 
+// Whether the dense matrix of a request this shape exceeds kCacheResidentBytes: read from
+// memory, not from L3, which decides the column walk, the table kernel's block width and its
+// prefetching.
+bool beyond_caches(std::int64_t n_in, std::int64_t n_out) {
+  return dense_matrix_bytes(n_in, n_out) > kCacheResidentBytes;
+}
+
+// Groups per block of the table kernel for a request of this shape: matrices beyond the caches
+// are read from memory a chunk of every block column at a time, and sixteen columns at a time
+// (sixteen streams of 128-byte steps) read faster than 32. Measured at 4096², one thread, batch
+// 16 / 24 / 32 / 48: 13.1 / 15.0 / 17.3 / 22.1 ms per call with blocks of 16 against 18.1 / 20.7 /
+// 22.9 / 27.1 with blocks of 32; at 1024² (in L3) blocks of 32 stay 0-10% faster.
 int table_groups(std::int64_t n_in, std::int64_t n_out) {
-  return dense_matrix_bytes(n_in, n_out) > kCacheResidentBytes ? kNarrowTableGroups
-                                                               : kWideTableGroups;
+  return beyond_caches(n_in, n_out) ? kNarrowTableGroups : kWideTableGroups;
+}
+
+// table_sums() with the block width of table_groups().
+void table_sums_for_shape(std::int64_t n_in, std::int64_t n_out, const Complex* tile,
+                          std::int64_t ld, std::int64_t tile_col0, std::int64_t row0,
+                          std::int64_t rows, std::int64_t col0, std::int64_t cols,
+                          const FrameWords& frames, std::int64_t batch, bool prefetch,
+                          Eigen::MatrixXcf& out) {
+  if (table_groups(n_in, n_out) == kNarrowTableGroups) {
+    table_sums<kNarrowTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
+                                   prefetch, out);
+  } else {
+    table_sums<kWideTableGroups>(tile, ld, tile_col0, row0, rows, col0, cols, frames, batch,
+                                 prefetch, out);
+  }
 }
 
 // Rows of one thread's stripe in the column walk: a multiple of 8 keeps stripes on whole cache
@@ -652,8 +656,7 @@ class DenseMedium final : public Medium {
   static bool walks_columns(const FieldsRequest& request) {
     const auto field_bytes = static_cast<std::size_t>(
         request.batch * walk_stripe_rows(request.n_out, std::max(1, request.threads)) * 8);
-    return dense_matrix_bytes(request.n_in, request.n_out) > kCacheResidentBytes &&
-           field_bytes <= kWalkFieldBytes;
+    return beyond_caches(request.n_in, request.n_out) && field_bytes <= kWalkFieldBytes;
   }
 
   // Matrices beyond the caches, few frames: walk R column after column, each column read once
@@ -708,7 +711,7 @@ class DenseMedium final : public Medium {
   static void table_fields(const Eigen::MatrixXcf& matrix, const FieldsRequest& request,
                            Eigen::MatrixXcf& out) {
     const FrameWords frames(request.packed, request.n_in, request.batch);
-    const bool from_memory = dense_matrix_bytes(request.n_in, request.n_out) > kCacheResidentBytes;
+    const bool from_memory = beyond_caches(request.n_in, request.n_out);
     const std::int64_t panels = (request.n_out + kTablePanelRows - 1) / kTablePanelRows;
 #pragma omp parallel for schedule(static) num_threads(request.threads)
     for (std::int64_t panel = 0; panel < panels; ++panel) {
