@@ -10,8 +10,14 @@ endif()
 # Reproducibility: no contraction of a*b+c into FMA unless written explicitly, never -ffast-math.
 # The transmission matrix is pinned by a golden hash; its bits must not depend on the instruction set.
 target_compile_options(opu_warnings INTERFACE -ffp-contract=off -fno-fast-math)
-if(OPU_NATIVE)
-  target_compile_options(opu_warnings INTERFACE -march=native)
+if(OPU_ARCH)
+  target_compile_options(opu_warnings INTERFACE -march=${OPU_ARCH})
+endif()
+# GCC 12 reports its own AVX-512 intrinsics as "maybe uninitialized" once Eigen inlines them (a false
+# positive, GCC bug 105593): the force-included header silences it inside <immintrin.h> only.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+  target_compile_options(opu_warnings INTERFACE
+                         "SHELL:-include ${PROJECT_SOURCE_DIR}/cmake/gcc12-avx512-pr105593.h")
 endif()
 if(OPU_SANITIZE)
   target_compile_options(opu_warnings INTERFACE -fsanitize=${OPU_SANITIZE} -fno-omit-frame-pointer)

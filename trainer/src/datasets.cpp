@@ -45,7 +45,12 @@ Result<std::vector<std::uint8_t>> read_maybe_gzip(const std::string& path) {
 
 std::string shape_string(const std::vector<std::int64_t>& dims) {
   std::string s;
-  for (std::size_t i = 0; i < dims.size(); ++i) s += (i == 0 ? "" : "x") + std::to_string(dims[i]);
+  // Appended piece by piece: `const char* + std::string` makes GCC 12 warn -Wrestrict (a false
+  // positive in its inlined string concatenation) in release builds.
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    if (i > 0) s += 'x';
+    s += std::to_string(dims[i]);
+  }
   return s;
 }
 
