@@ -44,7 +44,7 @@ train shallow --method shallow
 field() { grep -o "\"$2\":[^,}]*" "$OUT/$1.result.json" | head -n 1 | cut -d: -f2- | tr -d '"'; }
 {
   echo
-  echo "Fashion-MNIST, 784-256-256-10, $EPOCHS epochs (DESIGN.md §4; 15 epochs: docs/results.md)"
+  echo "Fashion-MNIST, 784-256-256-10, $EPOCHS epochs (docs/design.md §4; 15 epochs: docs/results.md)"
   printf '%-12s %-30s %14s\n' run feedback test_accuracy
   for run in dfa-opu dfa-digital bp shallow; do
     printf '%-12s %-30s %14s\n' "$run" "$(field "$run" feedback)" "$(field "$run" test_accuracy)"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An independent numpy re-implementation of the paper's DFA example, to cross-check opu-train.
 
-It follows TinyDFA's MNIST example (DESIGN.md §4) written from scratch: 784-256-256-10 ReLU,
+It follows TinyDFA's MNIST example (docs/design.md §4) written from scratch: 784-256-256-10 ReLU,
 PyTorch's default nn.Linear initialisation (weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in))),
 SGD with PyTorch's momentum (v = mu v + g; w -= lr v), batch 128, softmax cross-entropy averaged
 over the batch, one feedback matrix B ~ U[-1, 1) of 10 x 256 whose projection e B / sqrt(256)

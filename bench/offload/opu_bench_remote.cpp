@@ -12,7 +12,7 @@
 // than the overhead from one round to the next; the ratio it gives on top of the simulator's
 // in-process time is printed last.
 //
-// Workloads (DESIGN.md §6; the target: remote / in-process <= 1.15 for both):
+// Workloads (docs/design.md §6; the target: remote / in-process <= 1.15 for both):
 //   dfa:  ternary LinearTransform 10 -> 256 at batch 128 (one DFA feedback projection),
 //         thousands of calls;
 //   bulk: Transform of 1,000 frames of 4,096 mirrors to 4,096 pixels (4 MB of counts per call).

@@ -1,4 +1,4 @@
-// opu-trainer-bench: prints ratios measured in one run (DESIGN.md §6).
+// opu-trainer-bench: prints ratios measured in one run (docs/design.md §6).
 //
 //   step:   one training step (forward, loss, backward, SGD update) of DFA with digital feedback
 //           vs BP, on 784-800-800-800-10 ReLU, batch 128 (the setting). Steps of the two

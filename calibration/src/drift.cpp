@@ -1,4 +1,4 @@
-// drift: decorrelation of the medium over device time (DESIGN.md §5). See docs/calibration.md.
+// drift: decorrelation of the medium over device time (docs/design.md §5). See docs/calibration.md.
 #include <algorithm>
 #include <cmath>
 #include <numbers>

@@ -1,4 +1,4 @@
-// exposure: automatic exposure (DESIGN.md §5). See docs/calibration.md, "exposure".
+// exposure: automatic exposure (docs/design.md §5). See docs/calibration.md, "exposure".
 #include <algorithm>
 #include <cmath>
 

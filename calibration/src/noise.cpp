@@ -1,4 +1,4 @@
-// noise: the photon-transfer curve (DESIGN.md §5). See docs/calibration.md, "noise".
+// noise: the photon-transfer curve (docs/design.md §5). See docs/calibration.md, "noise".
 #include <algorithm>
 #include <cmath>
 #include <limits>

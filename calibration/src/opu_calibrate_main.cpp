@@ -1,4 +1,4 @@
-// opu-calibrate: characterise any OPU through the Device interface (DESIGN.md §5).
+// opu-calibrate: characterise any OPU through the Device interface (docs/design.md §5).
 //
 //   opu-calibrate noise    --device URI [--out FILE]   photon-transfer curve
 //   opu-calibrate exposure --device URI [--out FILE]   automatic exposure

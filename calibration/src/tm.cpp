@@ -1,5 +1,5 @@
 // tm: transmission-matrix recovery from intensities only, by numerical interferometry
-// (DESIGN.md §5). See docs/calibration.md, "tm", for the design and why each step is there.
+// (docs/design.md §5). See docs/calibration.md, "tm", for the design and why each step is there.
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
 #include <algorithm>

@@ -1,4 +1,4 @@
-// verify: held-out check of a recovered matrix (DESIGN.md §5). See docs/calibration.md.
+// verify: held-out check of a recovered matrix (docs/design.md §5). See docs/calibration.md.
 #include <algorithm>
 #include <cmath>
 

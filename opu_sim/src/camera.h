@@ -1,4 +1,4 @@
-// The camera model (DESIGN.md §2.4). Internal to the simulator.
+// The camera model (docs/design.md §2.4). Internal to the simulator.
 #pragma once
 
 #include <Eigen/Core>

@@ -15,8 +15,8 @@ namespace {
 using CodeBits = Eigen::Matrix<std::uint8_t, -1, -1>;
 
 // Ternary code of one sample: (v > t) and (v < -t) with t = threshold * max |v|, decoded with
-// per-sign weights that keep each sign's mass (DESIGN.md §2.8): the decoded vector keeps the sum
-// of v (zero for a softmax cross-entropy error) and its magnitude.
+// per-sign weights that keep each sign's mass (docs/design.md §2.8): the decoded vector keeps the
+// sum of v (zero for a softmax cross-entropy error) and its magnitude.
 void encode_ternary(const Eigen::Ref<const Eigen::VectorXf>& v, float threshold, CodeBits& bits,
                     Eigen::Ref<Eigen::VectorXf> weights, std::int64_t column) {
   const float cut = threshold * v.cwiseAbs().maxCoeff();

@@ -24,7 +24,7 @@ namespace {
 constexpr std::size_t kAutoDenseLimitBytes = std::size_t{2} << 30;
 
 // Where the drifting medium is at device time t: R(t) = cos θ R_k + sin θ R_{k+1}
-// (DESIGN.md §2.5). Every R(t) has exactly the distribution of R, and it is a pure function of
+// (docs/design.md §2.5). Every R(t) has exactly the distribution of R, and it is a pure function of
 // (seed, t), so replicas agree.
 struct DriftPhase {
   std::uint64_t realisation = 0;

@@ -1,4 +1,4 @@
-// drift against the simulator's drift model (DESIGN.md §2.5).
+// drift against the simulator's drift model (docs/design.md §2.5).
 #include <doctest/doctest.h>
 
 #include <cmath>

@@ -21,7 +21,7 @@ TEST_SUITE("trainer") {
 
   std::string cora_dir() { return opu::test::shared_data_dir() + "/planetoid"; }
 
-  // The sweeps train on Cora from ../shared/data (DESIGN.md: tests may read it); a checkout
+  // The sweeps train on Cora from ../shared/data (docs/design.md: tests may read it); a checkout
   // without it skips them with a message rather than failing on a missing file.
   bool have_cora() {
     if (fs::exists(cora_dir() + "/cora.content")) return true;

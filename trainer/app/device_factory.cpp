@@ -14,7 +14,7 @@ namespace {
 #if !defined(OPU_TRAINER_HAVE_OFFLOAD)
 // sim://?name=value&... without the offload module: the in-process simulator built here, as
 // offload::open_device would build it. With the module, every URI goes through open_device
-// (DESIGN.md §1: the one way the trainer obtains a device).
+// (docs/design.md §1: the one way the trainer obtains a device).
 Result<std::unique_ptr<sim::Device>> open_sim(const std::string& uri) {
   std::string query = uri.substr(std::string("sim://").size());
   if (!query.empty() && query.front() == '/') query.erase(0, 1);

@@ -14,7 +14,7 @@
 // know what it means) and every field; errors name the file, the field, the value and what was
 // expected: "cal.json: tm.n_in: got -3, want an integer >= 1".
 //
-// For the trainer and opu-serve (DESIGN.md §5, "a calibrated device is used as calibrated"):
+// For the trainer and opu-serve (docs/design.md §5, "a calibrated device is used as calibrated"):
 // device_settings() extracts what they need (exposure, masked pixels) from a loaded file, and
 // load_device_settings() / check_device_settings() are their --calibration FILE. This header is
 // the target opu::calibration_file, which those readers link without the rest of calibration/.

@@ -1,4 +1,4 @@
-// The calibration procedures (DESIGN.md §5), each against any opu::sim::Device. See
+// The calibration procedures (docs/design.md §5), each against any opu::sim::Device. See
 // docs/calibration.md for the methods, their assumptions and the measured results.
 //
 // Every procedure takes its frames through a FrameTaker (frames and device time are reported in
@@ -77,8 +77,8 @@ struct TmOptions {
   std::uint64_t seed = 3;
 };
 
-/// Recovers the matrix from intensities only (DESIGN.md §5): nested anchors a_1 ⊂ ... ⊂ a_K over
-/// the block, their positions per row by MDS of measured distances, then for each signal a
+/// Recovers the matrix from intensities only (docs/design.md §5): nested anchors a_1 ⊂ ... ⊂ a_K
+/// over the block, their positions per row by MDS of measured distances, then for each signal a
 /// weighted multilateration (intercept for |y|², saturated readings masked, shot + quantisation
 /// + read variance model), a weighted least-squares solve per row and shell, and weighted
 /// Gauss-Newton on all raw frames with matrix-free conjugate gradients over all rows.

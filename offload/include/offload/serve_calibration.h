@@ -1,4 +1,4 @@
-// opu-serve --calibration FILE: a calibrated simulator is served as calibrated (DESIGN.md §5).
+// opu-serve --calibration FILE: a calibrated simulator is served as calibrated (docs/design.md §5).
 //
 // This header belongs to the target opu::serve_calibration, not to opu::offload: it reads the
 // calibration file (opu::calibration_file), and opu::offload must not depend on calibration/,

@@ -1,7 +1,7 @@
 // The Device interface: what the trainer and the calibration tools see of an OPU, whether it is the
 // in-process simulator, a gRPC endpoint serving one, or a real device's driver.
 //
-// Conventions (DESIGN.md §2, §3):
+// Conventions (docs/design.md §2, §3):
 // - a frame is a binary vector over n_in mirrors, bit-packed: bit i is bit (i % 8), least
 //   significant first, of byte i / 8; each frame takes packed_bytes(n_in) bytes; a batch is frame
 //   after frame;
@@ -84,7 +84,7 @@ struct Frames {
   Eigen::MatrixXf to_float() const;
 };
 
-/// How a real-valued vector becomes binary frames (DESIGN.md §2.8).
+/// How a real-valued vector becomes binary frames (docs/design.md §2.8).
 enum class Encoding : int {
   kTernary = 1,     // v -> (v+ > t, v- > t), decoded mass-preserving; 2 signs x 2 frames
   kBitplanes = 2,   // |v| quantised to `bitplanes` bits per sign; 2 signs x planes x 2 frames
@@ -101,7 +101,7 @@ inline constexpr int kMaxReferenceRepeats = 1024;
 struct LinearOptions {
   Encoding encoding = Encoding::kTernary;
   /// Ternary: a component is "on" when |v_i| > threshold * max_i |v_i| (per sample), in [0, 1).
-  /// Below 1/9 every 10-class softmax error keeps its largest competitor (DESIGN.md §2.8).
+  /// Below 1/9 every 10-class softmax error keeps its largest competitor (docs/design.md §2.8).
   float threshold = 0.1F;
   /// Bit-planes per sign, in [1, 16] (kBitplanes, kStochastic).
   int bitplanes = 4;
@@ -122,7 +122,7 @@ struct LinearOptions {
   /// (docs/camera-gap.md).
   int reference_repeats = 0;
   /// Device seconds a measured I(r) (and the dark level) serves later calls of the same layout,
-  /// finite and >= 0; 0 = every call measures its own. DESIGN.md §2.7: I(r) is a property of
+  /// finite and >= 0; 0 = every call measures its own. docs/design.md §2.7: I(r) is a property of
   /// the medium, "re-measured when drift demands it": reused, a call spends its frames on codes
   /// only, and the reference's estimation error becomes one fixed offset instead of a fresh
   /// error common to each call's batch. Reuse scales I(r) linearly with exposure.

@@ -1,4 +1,4 @@
-// Linear projections from an intensity-only device (DESIGN.md §2.7, §2.8).
+// Linear projections from an intensity-only device (docs/design.md §2.7, §2.8).
 //
 // The camera sees |R x|^2, not R x. A fixed binary reference pattern r on mirrors disjoint from the
 // data gives, per pixel j,
@@ -30,13 +30,14 @@
 namespace opu::sim {
 
 struct HolographyConfig {
-  /// Reference power in feature blocks (DESIGN.md: about 5-10x one block works best).
+  /// Reference power in feature blocks (docs/design.md: about 5-10x one block works best).
   int reference_blocks = 8;
   /// Pixels whose reference intensity is below this fraction of the mean are masked (output 0):
   /// dividing by sqrt(I(r)) would amplify their noise without bound.
   double dark_pixel_fraction = 0.02;
   /// Automatic exposure: the mean count of the brightest code frames (x + r) is put at this
-  /// fraction of full scale (DESIGN.md §2.8: about 15% at 8 bits). 0 = use the request/default.
+  /// fraction of full scale (docs/design.md §2.8: about 15% at 8 bits).
+  /// 0 = use the request/default.
   double target_fill = 0.15;
   /// Camera frames of the reference averaged per call for I(r).
   int reference_repeats = 1;

@@ -1,4 +1,4 @@
-// Bit-packed binary frames (DESIGN.md §2.1) and the helpers that make them: pack/unpack,
+// Bit-packed binary frames (docs/design.md §2.1) and the helpers that make them: pack/unpack,
 // threshold binarisation, and formatting of few features onto many mirrors.
 #pragma once
 

@@ -22,10 +22,11 @@ namespace opu::sim {
 enum class MediumKind { kAuto, kDense, kStreamed, kStructured };
 std::string_view medium_kind_name(MediumKind kind);
 
-/// Camera model (DESIGN.md §2.4). Counts = clip(round((Poisson(λ) + N(0, σ_read²)) / gain) + dark),
-/// λ = photons_per_us · exposure_us · |E|² photo-electrons. With the defaults, a frame with half its
-/// mirrors on (mean |E|² = 1) reads a mean of 20 counts at the default exposure: speckle contrast 1,
-/// shot noise ~0.7 count, read noise 0.25 count, saturation at 255 ~12.7x the mean (rare).
+/// Camera model (docs/design.md §2.4). Counts = clip(round((Poisson(λ) + N(0, σ_read²)) / gain)
+/// + dark), λ = photons_per_us · exposure_us · |E|² photo-electrons. With the defaults, a frame
+/// with half its mirrors on (mean |E|² = 1) reads a mean of 20 counts at the default exposure:
+/// speckle contrast 1, shot noise ~0.7 count, read noise 0.25 count, saturation at 255 ~12.7x the
+/// mean (rare).
 struct CameraConfig {
   bool ideal = false;               // no noise, no quantisation, no clipping (float output in-process)
   int adc_bits = 8;                 // 1..16
@@ -60,7 +61,7 @@ struct SimConfig {
   std::int64_t n_out = 1024;       // camera pixels
   MediumKind medium = MediumKind::kAuto;
   CameraConfig camera;
-  double drift_tau_s = 0.0;        // decorrelation period T of the medium (DESIGN.md §2.5); 0 = off
+  double drift_tau_s = 0.0;   // decorrelation period T of the medium (docs/design.md §2.5); 0 = off
   bool realtime = false;           // pace calls to the device clock (sleep until it catches up)
   int threads = 1;                 // compute threads for one request
   std::int64_t max_batch = 1 << 16;

@@ -1,5 +1,5 @@
 // The transmission matrix R (n_out x n_in complex, Re and Im ~ N(0, 1/n_in)) as a pure function of
-// (seed, generator version, realisation, i, j) -- DESIGN.md §2.2.
+// (seed, generator version, realisation, i, j) -- docs/design.md §2.2.
 //
 // Counter-based: entry (i, j) is computed from a hash of its indices, never from a sequential
 // stream, so any tile can be regenerated anywhere (another thread, process or replica) bit for bit.

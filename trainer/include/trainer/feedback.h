@@ -1,4 +1,4 @@
-// Feedback sources: where DFA's random projection B·e comes from (DESIGN.md §4).
+// Feedback sources: where DFA's random projection B·e comes from (docs/design.md §4).
 //
 // One interface, two kinds:
 // - DigitalFeedback: an exact float matrix B (U[-1, 1) like the paper's TinyDFA, or Gaussian). The

@@ -1,4 +1,4 @@
-// Layers with explicit forward and backward passes (DESIGN.md §4).
+// Layers with explicit forward and backward passes (docs/design.md §4).
 //
 // Conventions: float32, one sample per column (a batch is features x batch). A layer keeps only its
 // parameters and what backward cannot recompute cheaply (a dropout mask); the Model owns the

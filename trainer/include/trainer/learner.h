@@ -1,6 +1,6 @@
 // One training step's gradients under BP, DFA or shallow training, and the alignment measure.
 //
-// The journey of one error vector (DESIGN.md §4): forward → e = dL/dy → the feedback source
+// The journey of one error vector (docs/design.md §4): forward → e = dL/dy → the feedback source
 // projects it once (d_max x batch) → the projection is scaled by kPaperStd / (std(B) sqrt(d_max))
 // → each feedback point takes its first d_l rows as the gradient at its activation → local backprop
 // inside its block (δ_l = (B_l e) ⊙ f'(a_l), then the weight gradients). The top block (above the

@@ -1,4 +1,4 @@
-// Models: a chain of layers with named feedback points (DESIGN.md §4).
+// Models: a chain of layers with named feedback points (docs/design.md §4).
 //
 // A feedback point sits after a layer (usually an activation, as TinyDFA's DFALayer does): under
 // DFA the gradient at that activation is replaced by the projected error B_l e, and backprop runs

@@ -6,7 +6,7 @@
 //   signal = the variance of the K-repeat mean over elements minus the noise share noise / K.
 //   Works on any device, local or remote; needs nothing but repeated calls.
 // - predict_snr(): the camera model's prediction for the holographic linear transform
-//   (DESIGN.md §2.7). Per pixel j and sample s, the decoded projection is
+//   (docs/design.md §2.7). Per pixel j and sample s, the decoded projection is
 //       P_js = s Σ_c w_cs (A_cj - X_cj - R_j) / (2 sqrt(R_j))
 //   (A = I(x_c + r), X = I(x_c), R = I(r), counts above dark; w = code weights; s = the
 //   unit-variance scale). Each frame adds, in counts², shot noise level / gain, read noise σ² /
