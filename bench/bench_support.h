@@ -12,9 +12,15 @@ namespace opu::bench {
 /// call longer than `min_seconds` is the measurement.
 double seconds_per_call(const std::function<void()>& body, double min_seconds);
 
+/// The widest FMA this CPU executes, in bits: 512 (AVX-512F), 256 (AVX2 + FMA) or 32 (scalar).
+/// Decided at run time, not by the -march the binary was built for, since OpenBLAS dispatches
+/// its kernels at run time too.
+int widest_fma_bits();
+
 /// Peak single-precision FMA throughput of this machine with `threads` threads, FLOP/s, from a
-/// register-resident loop of independent FMAs (an upper bound no real kernel reaches).
-double measure_fma_peak(int threads, double min_seconds);
+/// register-resident loop of independent FMAs `width_bits` wide (0: the widest this CPU has), an
+/// upper bound no real kernel reaches.
+double measure_fma_peak(int threads, double min_seconds, int width_bits = 0);
 
 /// Streaming read bandwidth, bytes/s, with `threads` threads over a buffer far larger than the
 /// caches.

@@ -22,6 +22,11 @@ endif()
 if(OPU_SANITIZE)
   target_compile_options(opu_warnings INTERFACE -fsanitize=${OPU_SANITIZE} -fno-omit-frame-pointer)
   target_link_options(opu_warnings INTERFACE -fsanitize=${OPU_SANITIZE})
+  if(OPU_SANITIZE MATCHES "undefined")
+    # A report of undefined behaviour fails the test that caused it instead of scrolling past.
+    target_compile_options(opu_warnings INTERFACE -fno-sanitize-recover=undefined)
+    target_link_options(opu_warnings INTERFACE -fno-sanitize-recover=undefined)
+  endif()
 endif()
 
 # opu_eigen: Eigen with OpenBLAS as the backend of its large products. EIGEN_USE_BLAS must be the
