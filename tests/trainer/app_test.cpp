@@ -3,8 +3,13 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "calibrated_device.h"
@@ -82,7 +87,8 @@ TEST_SUITE("trainer") {
 
     Options wrong;
     wrong.method = "backprop";
-    CHECK(app::finalize(wrong).message() == "--method is 'backprop', want bp, dfa or shallow");
+    CHECK(app::finalize(wrong).message() ==
+          "--method: 'backprop' is not a known value; expected one of bp, dfa, shallow");
     Options threshold;
     threshold.threshold = 1.5F;
     CHECK(app::finalize(threshold).code() == opu::StatusCode::kInvalidArgument);
@@ -119,22 +125,287 @@ TEST_SUITE("trainer") {
     REQUIRE(planes.ok());
     CHECK(planes->bitplanes == 4);
     CHECK(finalized({"--encoding", "gray"}).status().message() ==
-          "--encoding is 'gray', want ternary, bitplanes or stochastic");
-    CHECK(finalized({"--repeats", "0"}).status().message() == "--repeats is 0, want in [1, 64]");
+          "--encoding: 'gray' is not a known value; expected one of ternary, bitplanes, "
+          "stochastic");
+    CHECK(finalized({"--repeats", "0"}).status().message() ==
+          "--repeats: 0 is out of range; expected an integer in [1, 64]");
     CHECK(finalized({"--reference-repeats", "2000"}).status().message() ==
-          "--reference-repeats is 2000, want in [0, 1024]");
+          "--reference-repeats: 2000 is out of range; expected an integer in [0, 1024] (0 = the "
+          "device's default)");
     Result<Options> reuse = finalized({"--reference-max-age", "10"});
     REQUIRE(reuse.ok());
     CHECK(reuse->reference_max_age == 10.0);
     CHECK(finalized({"--reference-max-age", "-1"}).status().message() ==
-          "--reference-max-age is -1.000000, want device seconds >= 0 (0 = a fresh reference in "
-          "every call)");
+          "--reference-max-age: -1 is out of range; expected a number >= 0 (device seconds; 0 = a "
+          "fresh reference every call)");
     CHECK(finalized({"--normalize", "0.5", "0"}).status().message() ==
-          "--normalize is STD 0.000000, want STD > 0");
-    // A config file can give any number of values; the command line takes exactly two.
+          "--normalize: 0 is out of range; expected a number > 0 (STD)");
+    // Options set in code go through the same ranges: exactly two values, STD > 0.
     Options three;
     three.normalize = {0.1F, 0.2F, 0.3F};
-    CHECK(app::finalize(three).message() == "--normalize wants two numbers MEAN STD, got 3");
+    CHECK(app::finalize(three).message() ==
+          "--normalize: [0.1, 0.2, 0.3] is out of range; expected two numbers MEAN STD, STD > 0");
+    Options flat;
+    flat.normalize = {0.5F, 0.0F};
+    CHECK(app::finalize(flat).message() ==
+          "--normalize: 0 is out of range; expected a number > 0 (STD)");
+  }
+
+  TEST_CASE("opu-train options: a value out of range is an error naming flag, value and range") {
+    // Every flag family: integers >= 1, integers in [a, b], integers >= 0, positive reals,
+    // non-negative reals, [0, 1) reals, word lists, layer-size lists, MEAN STD. Each message is
+    // the flag, the value as given and the accepted range; nothing falls back to a default.
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"--lr", "-1"}, "--lr: -1 is out of range; expected a number > 0"},
+        {{"--lr=-1"}, "--lr: -1 is out of range; expected a number > 0"},
+        {{"--lr", "0"}, "--lr: 0 is out of range; expected a number > 0"},
+        {{"--lr", "nan"}, "--lr: nan is not a number; expected a number > 0"},
+        {{"--lr", "1e39"},
+         "--lr: 1e39 is out of range; expected a number > 0 that a 32-bit float holds"},
+        {{"--epochs", "-3"}, "--epochs: -3 is out of range; expected an integer >= 1"},
+        {{"--epochs", "0"}, "--epochs: 0 is out of range; expected an integer >= 1"},
+        {{"--epochs", "2.5"}, "--epochs: 2.5 is out of range; expected an integer >= 1"},
+        {{"--epochs", "many"}, "--epochs: many is not a number; expected an integer >= 1"},
+        {{"--batch", "0"}, "--batch: 0 is out of range; expected an integer >= 1"},
+        {{"--threads", "0"}, "--threads: 0 is out of range; expected an integer in [1, 1024]"},
+        {{"--repeats", "65"}, "--repeats: 65 is out of range; expected an integer in [1, 64]"},
+        {{"--bitplanes", "0"}, "--bitplanes: 0 is out of range; expected an integer in [1, 16]"},
+        {{"--seed", "-1"}, "--seed: -1 is out of range; expected an integer >= 0"},
+        {{"--align-every", "-1"},
+         "--align-every: -1 is out of range; expected an integer >= 0 (0 = off)"},
+        {{"--weight-decay", "-1"}, "--weight-decay: -1 is out of range; expected a number >= 0"},
+        {{"--feedback-snr", "0"}, "--feedback-snr: 0 is out of range; expected a number > 0"},
+        {{"--dropout", "1"}, "--dropout: 1 is out of range; expected a number in [0, 1)"},
+        {{"--dropout", "-0.5"}, "--dropout: -0.5 is out of range; expected a number in [0, 1)"},
+        {{"--input-dropout", "-1"},
+         "--input-dropout: -1 is out of range; expected a number in [0, 1)"},
+        {{"--momentum", "1"}, "--momentum: 1 is out of range; expected a number in [0, 1)"},
+        {{"--threshold", "-0.1"},
+         "--threshold: -0.1 is out of range; expected a number in [0, 1)"},
+        {{"--optimizer", "rmsprop"},
+         "--optimizer: 'rmsprop' is not a known value; expected one of sgd, adam"},
+        {{"--model", "cnn"}, "--model: 'cnn' is not a known value; expected one of mlp, gcn"},
+        {{"--activation", "gelu"},
+         "--activation: 'gelu' is not a known value; expected one of relu, tanh, sigmoid"},
+        {{"--loss", "hinge"},
+         "--loss: 'hinge' is not a known value; expected one of cross_entropy, ce, bce, mse"},
+        {{"--log-level", "loud"},
+         "--log-level: 'loud' is not a known value; expected one of trace, debug, info, warn, "
+         "error, critical, off"},
+        {{"--hidden", "256", "0"}, "--hidden: 0 is out of range; expected an integer >= 1"},
+        {{"--hidden", "-5"}, "--hidden: -5 is out of range; expected an integer >= 1"},
+        {{"--normalize", "nan", "1"},
+         "--normalize: nan is not a number; expected a number (MEAN)"},
+    };
+    for (const auto& [args, message] : cases) {
+      CAPTURE(args.front());
+      std::vector<std::string> argv = args;
+      argv.insert(argv.begin(), "opu-train");
+      std::vector<char*> pointers;
+      for (std::string& a : argv) pointers.push_back(a.data());
+      int exit_code = -1;
+      const Result<Options> parsed =
+          app::parse_command_line(static_cast<int>(pointers.size()), pointers.data(), exit_code);
+      CHECK(exit_code == 2);
+      REQUIRE_FALSE(parsed.ok());
+      CHECK(parsed.status().code() == opu::StatusCode::kInvalidArgument);
+      CHECK(parsed.status().message() == message);
+    }
+    // Integers written otherwise are still integers; an explicit 0 is kept where 0 is allowed.
+    Result<Options> written = parse({"--epochs", "1e1", "--align-every", "0", "--seed",
+                                     "18446744073709551615", "--weight-decay", "0"});
+    REQUIRE_MESSAGE(written.ok(), written.status().to_string());
+    CHECK(written->epochs == 10);
+    CHECK(written->align_every == 0);
+    CHECK(written->seed == 18446744073709551615ULL);
+    CHECK(written->weight_decay == 0.0F);
+  }
+
+  TEST_CASE("opu-train options: the JSON config has the same ranges; null means not set") {
+    test::TempDir dir("config_ranges");
+    const auto config_error = [&](const std::string& json) {
+      std::ofstream(dir / "c.json") << json;
+      const Result<Options> parsed = parse({"--config", dir / "c.json"});
+      REQUIRE_FALSE(parsed.ok());
+      CHECK(parsed.status().code() == opu::StatusCode::kInvalidArgument);
+      return parsed.status().message();
+    };
+    const std::string where = "--config " + (dir / "c.json") + ": ";
+    CHECK(config_error(R"({"lr": -1})") ==
+          where + "lr: -1 is out of range; expected a number > 0");
+    CHECK(config_error(R"({"epochs": -3})") ==
+          where + "epochs: -3 is out of range; expected an integer >= 1");
+    CHECK(config_error(R"({"epochs": 2.5})") ==
+          where + "epochs: 2.5 is out of range; expected an integer >= 1");
+    CHECK(config_error(R"({"epochs": "many"})") ==
+          where + "epochs: \"many\" is not a number; expected an integer >= 1");
+    CHECK(config_error(R"({"weight_decay": -0.001})") ==
+          where + "weight_decay: -0.001 is out of range; expected a number >= 0");
+    CHECK(config_error(R"({"dropout": 1})") ==
+          where + "dropout: 1 is out of range; expected a number in [0, 1)");
+    CHECK(config_error(R"({"input-dropout": -1})") ==
+          where + "input-dropout: -1 is out of range; expected a number in [0, 1)");
+    CHECK(config_error(R"({"align_every": -1})") ==
+          where + "align_every: -1 is out of range; expected an integer >= 0 (0 = off)");
+    CHECK(config_error(R"({"seed": -1})") ==
+          where + "seed: -1 is out of range; expected an integer >= 0");
+    CHECK(config_error(R"({"optimizer": ""})") ==
+          where + "optimizer: '' is not a known value; expected one of sgd, adam");
+    CHECK(config_error(R"({"hidden": []})") ==
+          where + "hidden: [] is out of range; expected 1 to 16 layer sizes, each an integer >= 1");
+    CHECK(config_error(R"({"hidden": [16, 0]})") ==
+          where + "hidden: 0 is out of range; expected an integer >= 1");
+    CHECK(config_error(R"({"normalize": [0.5]})") ==
+          where + "normalize: [0.5] is out of range; expected two numbers MEAN STD, STD > 0");
+    CHECK(config_error(R"({"share_frames": 1})") ==
+          where + "share_frames: 1 is not true or false");
+    // The flag still wins over the file, and is checked the same way.
+    std::ofstream(dir / "ok.json") << R"({"lr": 0.5})";
+    CHECK(parse({"--config", dir / "ok.json", "--lr", "-1"}).status().message() ==
+          "--lr: -1 is out of range; expected a number > 0");
+    CHECK(parse({"--config=" + (dir / "ok.json")})->lr == 0.5F);  // --config=FILE too
+
+    // null (or an absent key) is "not set": the model's default applies.
+    std::ofstream(dir / "null.json") << R"({"lr": null, "epochs": null, "model": "gcn",
+                                           "hidden": null, "batch": null})";
+    Result<Options> unset = parse({"--config", dir / "null.json"});
+    REQUIRE_MESSAGE(unset.ok(), unset.status().to_string());
+    CHECK_FALSE(unset->lr.has_value());
+    CHECK_FALSE(unset->epochs.has_value());
+    CHECK(unset->batch == 128);
+    REQUIRE(app::finalize(*unset).ok());
+    CHECK(unset->epochs == 200);
+    CHECK(unset->hidden == std::vector<std::int64_t>{16});
+  }
+
+  TEST_CASE("opu-train options: defaults fill only what is not set; a value equal to one stays") {
+    // Absent: each model's own defaults (MLP 15 epochs and SGD, GCN 200 epochs and Adam; both
+    // lr 0.01; GCN DFA decay 1e-4, dropout 0.1; GCN BP 5e-4, 0.5, input dropout 0.5).
+    Result<Options> mlp = parse({});
+    Result<Options> gcn = parse({"--model", "gcn"});
+    Result<Options> gcn_bp = parse({"--model", "gcn", "--method", "bp"});
+    REQUIRE((mlp.ok() && gcn.ok() && gcn_bp.ok()));
+    for (Options* o : {&*mlp, &*gcn, &*gcn_bp}) {
+      CHECK_FALSE(o->lr.has_value());  // parsing leaves them unset: "not set" is its own state
+      CHECK_FALSE(o->epochs.has_value());
+      REQUIRE(app::finalize(*o).ok());
+    }
+    CHECK(mlp->lr == 0.01F);
+    CHECK(gcn->lr == 0.01F);
+    CHECK(mlp->epochs == 15);
+    CHECK(gcn->epochs == 200);
+    CHECK(mlp->optimizer == "sgd");
+    CHECK(gcn->optimizer == "adam");
+    CHECK(mlp->align_every == 50);
+    CHECK(gcn->align_every == 1);
+    CHECK(gcn->weight_decay == 1e-4F);
+    CHECK(gcn->dropout == 0.1F);
+    CHECK(gcn_bp->weight_decay == 5e-4F);
+    CHECK(gcn_bp->input_dropout == 0.5F);
+
+    // Explicit values are kept, including those equal to a default (of this model or another).
+    Result<Options> given = parse({"--model", "gcn", "--method", "bp", "--lr", "0.01",
+                                   "--epochs", "15", "--weight-decay", "0", "--dropout", "0",
+                                   "--input-dropout", "0", "--align-every", "50", "--optimizer",
+                                   "sgd", "--hidden", "256", "256", "--bitplanes", "2"});
+    REQUIRE_MESSAGE(given.ok(), given.status().to_string());
+    REQUIRE(app::finalize(*given).ok());
+    CHECK(given->lr == 0.01F);
+    CHECK(given->epochs == 15);
+    CHECK(given->weight_decay == 0.0F);
+    CHECK(given->dropout == 0.0F);
+    CHECK(given->input_dropout == 0.0F);
+    CHECK(given->align_every == 50);
+    CHECK(given->optimizer == "sgd");
+    CHECK(given->hidden == std::vector<std::int64_t>{256, 256});
+    CHECK(given->bitplanes == 2);
+
+    // Values set in code are checked by finalize() with the same words.
+    Options negative;
+    negative.lr = -1.0F;
+    CHECK(app::finalize(negative).message() == "--lr: -1 is out of range; expected a number > 0");
+    negative = Options{};
+    negative.epochs = -3;
+    CHECK(app::finalize(negative).message() ==
+          "--epochs: -3 is out of range; expected an integer >= 1");
+    negative = Options{};
+    negative.dropout = -0.25F;
+    CHECK(app::finalize(negative).message() ==
+          "--dropout: -0.25 is out of range; expected a number in [0, 1)");
+    Options absent_file;
+    absent_file.calibration = "/nonexistent/cal.json";
+    CHECK(app::finalize(absent_file).code() == opu::StatusCode::kNotFound);
+    CHECK(app::finalize(absent_file).message().find("/nonexistent/cal.json") != std::string::npos);
+  }
+
+  TEST_CASE("opu-train options: to_json and apply_json round-trip, set or not") {
+    Options unset;
+    const nlohmann::json blank = app::to_json(unset);
+    CHECK(blank["lr"].is_null());
+    CHECK(blank["epochs"].is_null());
+    CHECK(blank["normalize"].is_null());
+    Options back;
+    REQUIRE(app::apply_json(blank, back).ok());
+    CHECK(app::to_json(back) == blank);
+    CHECK_FALSE(back.lr.has_value());
+
+    Result<Options> parsed = parse({"--model", "gcn", "--lr", "0.3", "--normalize", "0.25", "2",
+                                    "--seed", "18446744073709551615", "--no-share-frames"});
+    REQUIRE(parsed.ok());
+    REQUIRE(app::finalize(*parsed).ok());
+    const nlohmann::json full = app::to_json(*parsed);
+    Options again;
+    REQUIRE(app::apply_json(nlohmann::json::parse(full.dump()), again).ok());  // through text
+    CHECK(app::to_json(again) == full);
+    CHECK(again.lr == 0.3F);
+    CHECK(again.seed == 18446744073709551615ULL);
+    CHECK(again.normalize == std::vector<float>{0.25F, 2.0F});
+    CHECK_FALSE(again.share_frames);
+    REQUIRE(app::finalize(again).ok());
+    CHECK(app::to_json(again) == full);
+  }
+
+  namespace {
+  struct Process {
+    int status = -1;
+    std::string output;  // stdout and stderr
+  };
+  Process run_opu_train(const std::string& arguments) {
+    Process result;
+    const std::string command = std::string(OPU_TRAIN_PATH) + " " + arguments + " 2>&1";
+    FILE* pipe = ::popen(command.c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    char buffer[4096];
+    while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) result.output += buffer;
+    const int status = ::pclose(pipe);
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+  }
+  }  // namespace
+
+  TEST_CASE("opu-train (the executable): a bad value exits 2, names it, writes nothing") {
+    test::TempDir dir("cli_exit");
+    test::write_idx_folder(dir.str(), test::make_blobs(64, 16, 3, 1),
+                           test::make_blobs(16, 16, 3, 1), 4, 4, false);
+    std::ofstream(dir / "c.json") << R"({"epochs": -3})";
+    for (const auto& [arguments, named] : std::vector<std::pair<std::string, std::string>>{
+             {"--lr -1", "--lr: -1 is out of range; expected a number > 0"},
+             {"--lr=-1", "--lr: -1 is out of range; expected a number > 0"},
+             {"--epochs -3", "--epochs: -3 is out of range; expected an integer >= 1"},
+             {"--config " + (dir / "c.json"),
+              "epochs: -3 is out of range; expected an integer >= 1"}}) {
+      CAPTURE(arguments);
+      const Process p = run_opu_train(arguments + " --data " + dir.str() + " --metrics " +
+                                      (dir / "m.jsonl") + " --checkpoint " + (dir / "ckpt"));
+      CHECK(p.status == 2);
+      CHECK(p.output.find(named) != std::string::npos);
+      CHECK(p.output.find("epoch ") == std::string::npos);  // nothing trained
+      CHECK_FALSE(std::filesystem::exists(dir / "m.jsonl"));
+      CHECK_FALSE(std::filesystem::exists(dir / "ckpt"));
+    }
+    const Process help = run_opu_train("--help");
+    CHECK(help.status == 0);
+    CHECK(help.output.find("a number > 0") != std::string::npos);  // the ranges are in --help
   }
 
   TEST_CASE("opu-train: a short run prints epoch lines, a summary and a final JSON line") {
@@ -192,7 +463,7 @@ TEST_SUITE("trainer") {
     const FeatureStats train = feature_stats(images->train);
     REQUIRE(std::abs(train.mean - feature_stats(images->test).mean) >
             1e-4F);  // would be told apart
-    auto recorded_normalization = [&](const std::vector<float>& normalize) {
+    auto recorded_normalization = [&](const std::optional<std::vector<float>>& normalize) {
       Options o;
       o.data = dir.str();
       o.epochs = 1;
@@ -207,11 +478,11 @@ TEST_SUITE("trainer") {
       std::getline(metrics, header);
       return nlohmann::json::parse(header)["options"]["normalize"].get<std::vector<float>>();
     };
-    const std::vector<float> standardised = recorded_normalization({});
+    const std::vector<float> standardised = recorded_normalization(std::nullopt);
     REQUIRE(standardised.size() == 2);
     CHECK(standardised[0] == doctest::Approx(train.mean));
     CHECK(standardised[1] == doctest::Approx(train.std));
-    CHECK(recorded_normalization({0.0F, 1.0F}) == std::vector<float>{0.0F, 1.0F});
+    CHECK(recorded_normalization(std::vector<float>{0.0F, 1.0F}) == std::vector<float>{0.0F, 1.0F});
   }
 
   TEST_CASE("opu-train: --checkpoint then --resume ends where a straight run ends") {

@@ -3,10 +3,13 @@
 #include "study.h"
 
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "ledger.h"
@@ -86,7 +89,8 @@ TEST_SUITE("trainer") {
     CHECK(plot_files > 0);
   }
 
-  StudyOutcome run(const StudySpec& spec, const fs::path& dir, std::int64_t max_runs = -1) {
+  StudyOutcome run(const StudySpec& spec, const fs::path& dir,
+                   std::optional<std::int64_t> max_runs = std::nullopt) {
     RunSettings settings;
     settings.out_dir = dir.string();
     settings.max_runs = max_runs;
@@ -174,6 +178,96 @@ TEST_SUITE("trainer") {
     bp.train["method"] = "bp";
     bp.sweeps = {axis("threshold=0.1")};
     CHECK(validate(bp).message().find("want dfa") != std::string::npos);
+  }
+
+  TEST_CASE("opu-study spec: numbers out of range are named with the value and the range") {
+    StudySpec spec = tiny_spec();
+    spec.sweeps = {axis("threshold=0.1")};
+    REQUIRE(validate(spec).ok());
+    StudySpec few = spec;
+    few.snr_repeats = 1;
+    CHECK(validate(few).message() ==
+          "--snr-repeats: 1 is out of range; expected an integer in [2, 1024]");
+    StudySpec none = spec;
+    none.snr_batch = 0;
+    CHECK(validate(none).message() ==
+          "--snr-batch: 0 is out of range; expected an integer in [1, 65536]");
+    StudySpec twice = spec;
+    twice.seeds = {3, 1, 3};
+    CHECK(validate(twice).message() == "--seeds: 3 is listed twice; expected distinct seeds");
+    // opu-train's options (--config, --train) have opu-train's ranges: -3 epochs is no default.
+    for (const auto& [train, message] : std::vector<std::pair<nlohmann::json, std::string>>{
+             {{{"epochs", -3}}, "epochs: -3 is out of range; expected an integer >= 1"},
+             {{{"lr", -1}}, "lr: -1 is out of range; expected a number > 0"},
+             {{{"dropout", 1.5}}, "dropout: 1.5 is out of range; expected a number in [0, 1)"},
+             {{{"weight_decay", -1}},
+              "weight_decay: -1 is out of range; expected a number >= 0"}}) {
+      StudySpec bad = spec;
+      bad.train.update(train);
+      CHECK(validate(bad).message() == "training options (--config, --train): " + message);
+    }
+    // Swept values go through the same ranges as the flags they stand for.
+    for (const auto& [sweep, message] : std::vector<std::pair<std::string, std::string>>{
+             {"threshold=1.5",
+              "--sweep threshold=1.5: --threshold: 1.5 is out of range; expected a number in "
+              "[0, 1)"},
+             {"bitplanes=17",
+              "--sweep bitplanes=17: --bitplanes: 17 is out of range; expected an integer in "
+              "[1, 16]"},
+             {"snr=-1",
+              "--sweep snr=-1: --feedback-snr: -1 is out of range; expected a number > 0"},
+             {"full_well_e=-5",
+              "--sweep full_well_e=-5: -5 is out of range; expected a number > 0 (electrons at "
+              "full scale)"}}) {
+      CAPTURE(sweep);
+      StudySpec bad = tiny_spec();
+      bad.sweeps = {axis(sweep)};
+      CHECK(validate(bad).message() == message);
+    }
+    RunSettings settings;
+    settings.out_dir = fresh_dir("negative_max_runs").string();
+    settings.max_runs = -1;
+    CHECK(run_study(spec, settings).status().message() ==
+          "--max-runs: -1 is out of range; expected an integer >= 0 (not given: no limit)");
+    CHECK_FALSE(fs::exists(settings.out_dir));
+  }
+
+  TEST_CASE("opu-study (the executable): bad flags exit 2, name the value, create nothing") {
+    const fs::path out = fresh_dir("cli");
+    const auto study = [&](const std::string& arguments) {
+      const std::string command =
+          std::string(OPU_STUDY_PATH) + " --out " + out.string() + " " + arguments + " 2>&1";
+      std::string output;
+      FILE* pipe = ::popen(command.c_str(), "r");
+      REQUIRE(pipe != nullptr);
+      char buffer[4096];
+      while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+      const int status = ::pclose(pipe);
+      return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, output);
+    };
+    for (const auto& [arguments, message] : std::vector<std::pair<std::string, std::string>>{
+             {"--sweep snr=1 --snr-repeats 1",
+              "--snr-repeats: 1 is out of range; expected an integer in [2, 1024]"},
+             {"--sweep snr=1 --snr-batch 0",
+              "--snr-batch: 0 is out of range; expected an integer in [1, 65536]"},
+             {"--sweep snr=1 --max-runs -1",
+              "--max-runs: -1 is out of range; expected an integer >= 0"},
+             {"--sweep snr=1 --seeds 1,-2",
+              "--seeds: -2 is out of range; expected an integer >= 0"},
+             {"--sweep snr=1 --controls both",
+              "--controls: 'both' is not a known value; expected one of exact, matched"},
+             {"--sweep snr=1 --log-level loud", "--log-level: 'loud' is not a known value"},
+             {"--sweep snr=1 --train epochs=-3",
+              "epochs: -3 is out of range; expected an integer >= 1"},
+             {"--sweep snr=1 --train lr=-1", "lr: -1 is out of range; expected a number > 0"},
+             {"--sweep threshold=1.5",
+              "--threshold: 1.5 is out of range; expected a number in [0, 1)"}}) {
+      CAPTURE(arguments);
+      const auto [status, output] = study(arguments);
+      CHECK(status == 2);
+      CHECK(output.find(message) != std::string::npos);
+      CHECK_FALSE(fs::exists(out));
+    }
   }
 
   TEST_CASE("opu-study: a sweep stopped halfway and resumed writes the same files") {

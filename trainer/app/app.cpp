@@ -125,29 +125,26 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       data_name = dir;
       // Both splits with the training split's statistics (never the test set's own), or with
       // the constants given; the header of the metrics file records the values used.
-      FeatureStats stats = o.normalize.empty() ? feature_stats(images->train)
-                                               : FeatureStats{o.normalize[0], o.normalize[1]};
+      FeatureStats stats = !o.normalize ? feature_stats(images->train)
+                                        : FeatureStats{(*o.normalize)[0], (*o.normalize)[1]};
       if (!(stats.std > 0.0F)) {
         return fail(invalid_argument(
             dir + ": every training pixel has the same value " + std::to_string(stats.mean) +
             ", so the inputs cannot be standardised; pass --normalize 0 1"));
       }
-      o.normalize = {stats.mean, stats.std};
+      o.normalize = std::vector<float>{stats.mean, stats.std};
       spdlog::info("inputs: (pixel - {:.4f}) / {:.4f}", stats.mean, stats.std);
       for (LabelledData* split : {&images->train, &images->test}) standardize(*split, stats);
-      ActivationKind activation = ActivationKind::kRelu;
+      ActivationKind activation = ActivationKind::kRelu;  // finalize() checked the name
       if (o.activation == "tanh") {
         activation = ActivationKind::kTanh;
       } else if (o.activation == "sigmoid") {
         activation = ActivationKind::kSigmoid;
-      } else if (o.activation != "relu") {
-        return fail(
-            invalid_argument("--activation is '" + o.activation + "', want relu, tanh or sigmoid"));
       }
-      const std::vector<Eigen::Index> hidden(o.hidden.begin(), o.hidden.end());
-      model =
-          std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
-                                           images->train.n_classes, activation, o.seed, o.dropout));
+      const std::vector<Eigen::Index> hidden(o.hidden->begin(), o.hidden->end());
+      model = std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
+                                               images->train.n_classes, activation, o.seed,
+                                               *o.dropout));
       task = std::make_unique<ImageTask>(*images, o.batch, o.seed);
     } else {
       const std::string dir = o.data.empty() ? default_planetoid_dir() : o.data;
@@ -160,10 +157,10 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       if (!loaded.ok()) return fail(loaded.status());
       graph = std::move(*loaded);
       data_name = dir + "/" + o.dataset;
-      const std::vector<Eigen::Index> hidden(o.hidden.begin(), o.hidden.end());
+      const std::vector<Eigen::Index> hidden(o.hidden->begin(), o.hidden->end());
       model = std::make_unique<Model>(make_gcn(graph->adjacency, graph->nodes.features.rows(),
-                                               hidden, graph->nodes.n_classes, o.dropout, o.seed,
-                                               o.input_dropout));
+                                               hidden, graph->nodes.n_classes, *o.dropout, o.seed,
+                                               *o.input_dropout));
       task = std::make_unique<GraphTask>(*graph);
     }
   } catch (const StatusError& e) {
@@ -172,7 +169,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   Result<std::unique_ptr<Loss>> loss = make_loss(o.loss);
   if (!loss.ok()) return fail(loss.status());
   Result<std::unique_ptr<Optimizer>> optimizer =
-      make_optimizer(o.optimizer, o.lr, o.momentum, o.weight_decay);
+      make_optimizer(*o.optimizer, *o.lr, o.momentum, *o.weight_decay);
   if (!optimizer.ok()) return fail(optimizer.status());
 
   // --- feedback ---
@@ -189,7 +186,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
           n_in, d_max, o.seed,
           o.feedback == "digital" ? FeedbackDistribution::kUniform
                                   : FeedbackDistribution::kGaussian,
-          o.feedback == "digital-noisy" ? o.feedback_snr : DigitalFeedback::kNoNoise);
+          o.feedback == "digital-noisy" ? *o.feedback_snr : DigitalFeedback::kNoNoise);
     } else {
       Result<std::unique_ptr<sim::Device>> opened = open_feedback_device(o.feedback);
       if (!opened.ok()) return fail(opened.status());
@@ -197,7 +194,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       sim::LinearOptions linear;
       linear.encoding = *sim::parse_encoding(o.encoding);  // checked by finalize()
       linear.threshold = o.threshold;
-      linear.bitplanes = o.bitplanes;
+      linear.bitplanes = *o.bitplanes;
       // The draws also depend on each error's values, so one seed per run gives fresh draws
       // every step and survives --resume.
       linear.dither_seed = o.seed;
@@ -227,9 +224,9 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
     return fail(e.status());
   }
   TrainerOptions trainer_options;
-  trainer_options.epochs = o.epochs;
+  trainer_options.epochs = *o.epochs;
   trainer_options.seed = o.seed;
-  trainer_options.align_every = o.align_every;
+  trainer_options.align_every = *o.align_every;
   trainer_options.checkpoint_dir = o.checkpoint;
   // What must match for a checkpoint to be resumed (the learning rate or epochs may change).
   trainer_options.identity = {{"model", o.model},
@@ -240,7 +237,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                               {"loss", o.loss},
                               {"dataset", o.model == "gcn" ? o.dataset : "idx"}};
   // Only for the noisy control, so that checkpoints of every other setup keep their identity.
-  if (o.feedback == "digital-noisy") trainer_options.identity["feedback_snr"] = o.feedback_snr;
+  if (o.feedback == "digital-noisy") trainer_options.identity["feedback_snr"] = *o.feedback_snr;
   Trainer trainer(trainer_options, *model, *task, *learner, **optimizer);
   if (o.resume) {
     const Status resumed = trainer.resume(o.checkpoint);
@@ -268,7 +265,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   out << "opu-train: " << o.model << " " << model->signature() << " (" << model->num_parameters()
       << " parameters) on " << data_name << ", method " << o.method;
   if (feedback) out << ", feedback " << feedback->describe();
-  out << ", " << o.optimizer << " lr " << o.lr << ", " << o.epochs << " epochs";
+  out << ", " << *o.optimizer << " lr " << *o.lr << ", " << *o.epochs << " epochs";
   if (trainer.epochs_done() > 0) out << " (resuming after epoch " << trainer.epochs_done() << ")";
   out << std::endl;
 
@@ -276,12 +273,12 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   if (progress_bar) {
     callbacks.on_step = [&](std::int64_t epoch, std::int64_t step, std::int64_t steps,
                             double step_loss) {
-      if (step == steps || step % 10 == 0) draw_bar(err, epoch, o.epochs, step, steps, step_loss);
+      if (step == steps || step % 10 == 0) draw_bar(err, epoch, *o.epochs, step, steps, step_loss);
     };
   }
   callbacks.on_epoch = [&](const EpochRecord& r) {
     if (progress_bar) err << "\r" << std::string(80, ' ') << "\r" << std::flush;
-    out << epoch_line(r, o.epochs) << std::endl;
+    out << epoch_line(r, *o.epochs) << std::endl;
     if (metrics.is_open()) {
       nlohmann::json j = r.to_json();
       j["type"] = "epoch";

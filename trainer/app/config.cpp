@@ -2,162 +2,504 @@
 
 #include <CLI/CLI.hpp>
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
+#include "opu_sim/cli_validators.h"
 #include "opu_sim/device.h"
+#include "opu_sim/value_range.h"
 
 namespace opu::trainer::app {
 namespace {
 
-// One table drives JSON in and out, so a new option cannot be forgotten in one of them.
+using Json = nlohmann::json;
+
+// One table drives the flags, JSON in and out and the checks of finalize(), so an option cannot
+// be forgotten in one of them, and a value has one accepted range wherever it comes from.
 struct Field {
-  std::function<void(const nlohmann::json&, Options&)> read;
-  std::function<nlohmann::json(const Options&)> write;
+  std::string name;  // the flag without "--", and the JSON key
+  // A JSON value (never null: null is "not set") into the options; errors name the value and
+  // the range, not the option (the caller knows how it was spelt).
+  std::function<Status(const Json&, Options&)> read;
+  // The value as text, as given after the flag (--NAME TEXT), with the same checks.
+  std::function<Status(const std::string&, Options&)> read_text;
+  // The option as JSON; null when not set.
+  std::function<Json(const Options&)> write;
+  // The option's current value against its range (finalize(): values set in code); errors name
+  // the value and the range.
+  std::function<Status(const Options&)> check;
+  // Declares the flag, with the same range as a CLI11 validator.
+  std::function<void(CLI::App&, Options&)> add;
 };
 
 template <typename T>
-Field field(T Options::*member) {
-  return {[member](const nlohmann::json& j, Options& o) { o.*member = j.get<T>(); },
-          [member](const Options& o) { return nlohmann::json(o.*member); }};
+const T* value_of(const T& value) {
+  return &value;
+}
+template <typename T>
+const T* value_of(const std::optional<T>& value) {
+  return value ? &*value : nullptr;
 }
 
-const std::map<std::string, Field>& fields() {
-  static const std::map<std::string, Field> table = {
-      {"model", field(&Options::model)},
-      {"method", field(&Options::method)},
-      {"feedback", field(&Options::feedback)},
-      {"feedback-snr", field(&Options::feedback_snr)},
-      {"encoding", field(&Options::encoding)},
-      {"threshold", field(&Options::threshold)},
-      {"bitplanes", field(&Options::bitplanes)},
-      {"share-frames", field(&Options::share_frames)},
-      {"repeats", field(&Options::repeats)},
-      {"reference-repeats", field(&Options::reference_repeats)},
-      {"reference-max-age", field(&Options::reference_max_age)},
-      {"calibration", field(&Options::calibration)},
-      {"epochs", field(&Options::epochs)},
-      {"batch", field(&Options::batch)},
-      {"lr", field(&Options::lr)},
-      {"momentum", field(&Options::momentum)},
-      {"optimizer", field(&Options::optimizer)},
-      {"weight-decay", field(&Options::weight_decay)},
-      {"dropout", field(&Options::dropout)},
-      {"input-dropout", field(&Options::input_dropout)},
-      {"hidden", field(&Options::hidden)},
-      {"activation", field(&Options::activation)},
-      {"normalize", field(&Options::normalize)},
-      {"loss", field(&Options::loss)},
-      {"seed", field(&Options::seed)},
-      {"data", field(&Options::data)},
-      {"dataset", field(&Options::dataset)},
-      {"align-every", field(&Options::align_every)},
-      {"metrics", field(&Options::metrics)},
-      {"checkpoint", field(&Options::checkpoint)},
-      {"resume", field(&Options::resume)},
-      {"threads", field(&Options::threads)},
-      {"log-level", field(&Options::log_level)},
-  };
-  return table;
+template <typename T>
+Json json_of(const T& value) {
+  return Json(value);
+}
+template <typename T>
+Json json_of(const std::optional<T>& value) {
+  return value ? Json(*value) : Json(nullptr);
 }
 
-Status bad(const std::string& name, const std::string& got, const std::string& want) {
-  return invalid_argument("--" + name + " is " + got + ", want " + want);
+// A value as people write it: integers exactly, floats to their own precision (0.1F is "0.1").
+template <typename T>
+std::string show(T value) {
+  if constexpr (std::is_integral_v<T>) {
+    return std::to_string(value);
+  } else {
+    char buffer[40];
+    std::snprintf(buffer, sizeof(buffer), "%.*g", std::is_same_v<T, float> ? 7 : 10,
+                  static_cast<double>(value));
+    return buffer;
+  }
 }
 
-}  // namespace
+template <typename T>
+std::string show_list(const std::vector<T>& values) {
+  std::string text = "[";
+  for (const T& value : values) text += (text.size() > 1 ? ", " : "") + show(value);
+  return text + "]";
+}
 
-Status apply_json(const nlohmann::json& json, Options& options) {
-  if (!json.is_object()) return invalid_argument("config: want a JSON object of option names");
-  for (const auto& [raw_key, value] : json.items()) {
-    std::string key = raw_key;
-    for (char& c : key) c = c == '_' ? '-' : c;
-    auto it = fields().find(key);
-    if (it == fields().end()) {
-      return invalid_argument("config: unknown option '" + raw_key + "'");
+// A number (integer or real) within `range`; the member is a T or a std::optional<T>.
+template <typename T, typename Member>
+Field number(std::string name, Member Options::*member, ValueRange range, std::string help) {
+  Field f;
+  f.name = name;
+  f.read = [member, range](const Json& j, Options& o) -> Status {
+    if (!j.is_number()) {
+      return invalid_argument(j.dump() + " is not a number; expected " + range.expected());
     }
-    try {
-      it->second.read(value, options);
-    } catch (const nlohmann::json::exception& e) {
-      return invalid_argument("config: option '" + raw_key + "' is " + value.dump() +
-                              ", wrong type (" + e.what() + ")");
+    Result<T> value = parse_in_range<T>(j.dump(), range);
+    if (!value.ok()) return value.status();
+    o.*member = *value;
+    return {};
+  };
+  f.read_text = [member, range](const std::string& text, Options& o) -> Status {
+    Result<T> value = parse_in_range<T>(text, range);
+    if (!value.ok()) return value.status();
+    o.*member = *value;
+    return {};
+  };
+  f.write = [member](const Options& o) { return json_of(o.*member); };
+  f.check = [member, range](const Options& o) -> Status {
+    const T* value = value_of(o.*member);
+    if (value != nullptr && !range.contains(static_cast<double>(*value))) {
+      return invalid_argument(out_of_range_text(show(*value), range));
+    }
+    return {};
+  };
+  f.add = [name, member, range, help](CLI::App& cli, Options& o) {
+    cli.add_option_function<std::string>(
+           "--" + name,
+           [&o, member, range](const std::string& text) {
+             o.*member = parse_in_range<T>(text, range).value();  // the validator accepted it
+           },
+           help)
+        ->type_name(range.integer ? "INT" : "NUMBER")
+        ->check(in_range<T>(range));
+  };
+  return f;
+}
+
+std::string choice_problem(const std::string& value, const std::vector<std::string>& choices) {
+  if (std::find(choices.begin(), choices.end(), value) != choices.end()) return {};
+  return not_one_of_text(value, choices);
+}
+
+std::string list(const std::vector<std::string>& choices) {
+  std::string text;
+  for (const std::string& c : choices) text += (text.empty() ? "" : ", ") + c;
+  return text;
+}
+
+// One of a list of words; the member is a std::string or a std::optional<std::string>.
+template <typename Member>
+Field choice(std::string name, Member Options::*member, std::vector<std::string> choices,
+             std::string help) {
+  Field f;
+  f.name = name;
+  f.read = [member, choices](const Json& j, Options& o) -> Status {
+    if (!j.is_string()) {
+      return invalid_argument(j.dump() + " is not a string; expected one of " + list(choices));
+    }
+    const std::string problem = choice_problem(j.get<std::string>(), choices);
+    if (!problem.empty()) return invalid_argument(problem);
+    o.*member = j.get<std::string>();
+    return {};
+  };
+  f.read_text = [member, choices](const std::string& text, Options& o) -> Status {
+    const std::string problem = choice_problem(text, choices);
+    if (!problem.empty()) return invalid_argument(problem);
+    o.*member = text;
+    return {};
+  };
+  f.write = [member](const Options& o) { return json_of(o.*member); };
+  f.check = [member, choices](const Options& o) -> Status {
+    const std::string* value = value_of(o.*member);
+    if (value == nullptr) return {};
+    const std::string problem = choice_problem(*value, choices);
+    return problem.empty() ? Status() : invalid_argument(problem);
+  };
+  f.add = [name, member, choices, help](CLI::App& cli, Options& o) {
+    cli.add_option_function<std::string>(
+           "--" + name, [&o, member](const std::string& text) { o.*member = text; }, help)
+        ->type_name("WORD")
+        ->check(one_of(choices));
+  };
+  return f;
+}
+
+// Free text (a path, a URI, a name): any string.
+Field text(std::string name, std::string Options::*member, std::string help) {
+  Field f;
+  f.name = name;
+  f.read = [member](const Json& j, Options& o) -> Status {
+    if (!j.is_string()) return invalid_argument(j.dump() + " is not a string");
+    o.*member = j.get<std::string>();
+    return {};
+  };
+  f.read_text = [member](const std::string& text, Options& o) -> Status {
+    o.*member = text;
+    return {};
+  };
+  f.write = [member](const Options& o) { return Json(o.*member); };
+  f.check = [](const Options&) { return Status(); };
+  f.add = [name, member, help](CLI::App& cli, Options& o) {
+    cli.add_option("--" + name, o.*member, help);
+  };
+  return f;
+}
+
+// true or false; `flags` is CLI11's spelling ("--share-frames,!--no-share-frames").
+Field boolean(std::string name, bool Options::*member, std::string flags, std::string help) {
+  Field f;
+  f.name = name;
+  f.read = [member](const Json& j, Options& o) -> Status {
+    if (!j.is_boolean()) return invalid_argument(j.dump() + " is not true or false");
+    o.*member = j.get<bool>();
+    return {};
+  };
+  f.read_text = [member](const std::string& text, Options& o) -> Status {
+    if (text != "true" && text != "false") {
+      return invalid_argument(not_one_of_text(text, {"true", "false"}));
+    }
+    o.*member = text == "true";
+    return {};
+  };
+  f.write = [member](const Options& o) { return Json(o.*member); };
+  f.check = [](const Options&) { return Status(); };
+  f.add = [flags, member, help](CLI::App& cli, Options& o) {
+    cli.add_flag(flags, o.*member, help);
+  };
+  return f;
+}
+
+// A list as text: a JSON list ("[256, 256]") or numbers separated by spaces or commas.
+std::function<Status(const std::string&, Options&)> list_from_text(
+    std::function<Status(const Json&, Options&)> read) {
+  return [read = std::move(read)](const std::string& text, Options& o) -> Status {
+    Json parsed = Json::parse(text, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_array()) {
+      std::string spaced = text;
+      for (char& c : spaced) c = c == ',' ? ' ' : c;
+      std::istringstream words(spaced);
+      parsed = Json::array();
+      for (std::string word; words >> word;) {
+        const Json number = Json::parse(word, nullptr, false);
+        parsed.push_back(number.is_discarded() ? Json(word) : number);
+      }
+    }
+    return read(parsed, o);
+  };
+}
+
+// --hidden: 1 to 16 layer sizes, each an integer >= 1.
+constexpr std::size_t kMaxHiddenLayers = 16;
+const ValueRange kLayerSize = ValueRange::at_least(1);
+
+std::string hidden_expected() {
+  return "1 to " + std::to_string(kMaxHiddenLayers) + " layer sizes, each " + kLayerSize.expected();
+}
+
+Status check_hidden(const std::vector<std::int64_t>& sizes, const std::string& shown) {
+  if (sizes.empty() || sizes.size() > kMaxHiddenLayers) {
+    return invalid_argument(shown + " is out of range; expected " + hidden_expected());
+  }
+  for (const std::int64_t size : sizes) {
+    if (!kLayerSize.contains(static_cast<double>(size))) {
+      return invalid_argument(out_of_range_text(std::to_string(size), kLayerSize) +
+                              " (every layer size)");
     }
   }
   return {};
 }
 
+Field hidden_field(std::string help) {
+  Field f;
+  f.name = "hidden";
+  f.read = [](const Json& j, Options& o) -> Status {
+    if (!j.is_array())
+      return invalid_argument(j.dump() + " is not a list; expected " + hidden_expected());
+    std::vector<std::int64_t> sizes;
+    for (const Json& size : j) {
+      if (!size.is_number()) {
+        return invalid_argument(size.dump() + " is not a number; expected " + hidden_expected());
+      }
+      Result<std::int64_t> parsed = parse_in_range<std::int64_t>(size.dump(), kLayerSize);
+      if (!parsed.ok()) return parsed.status();
+      sizes.push_back(*parsed);
+    }
+    OPU_RETURN_IF_ERROR(check_hidden(sizes, j.dump()));
+    o.hidden = sizes;
+    return {};
+  };
+  f.read_text = list_from_text(f.read);
+  f.write = [](const Options& o) { return json_of(o.hidden); };
+  f.check = [](const Options& o) -> Status {
+    if (!o.hidden) return {};
+    return check_hidden(*o.hidden, show_list(*o.hidden));
+  };
+  f.add = [help](CLI::App& cli, Options& o) {
+    cli.add_option_function<std::vector<std::string>>(
+           "--hidden",
+           [&o](const std::vector<std::string>& texts) {
+             std::vector<std::int64_t> sizes;
+             for (const std::string& t : texts) {
+               sizes.push_back(parse_in_range<std::int64_t>(t, kLayerSize).value());
+             }
+             o.hidden = sizes;
+           },
+           help)
+        ->type_name("INT")
+        ->expected(1, static_cast<int>(kMaxHiddenLayers))
+        ->check(in_range<std::int64_t>(kLayerSize));
+  };
+  return f;
+}
+
+// --normalize MEAN STD: two finite numbers, STD > 0.
+const ValueRange kMean = [] {
+  ValueRange any_number;  // finite
+  any_number.note = "MEAN";
+  return any_number;
+}();
+const ValueRange kStd = ValueRange::positive("STD");
+const std::string kNormalizeExpected = "two numbers MEAN STD, STD > 0";
+
+Status check_normalize(const std::vector<float>& values, const std::string& shown) {
+  if (values.size() != 2) {
+    return invalid_argument(shown + " is out of range; expected " + kNormalizeExpected);
+  }
+  if (!kMean.contains(values[0])) {
+    return invalid_argument(out_of_range_text(show(values[0]), kMean));
+  }
+  if (!kStd.contains(values[1])) {
+    return invalid_argument(out_of_range_text(show(values[1]), kStd));
+  }
+  return {};
+}
+
+Field normalize_field(std::string help) {
+  Field f;
+  f.name = "normalize";
+  f.read = [](const Json& j, Options& o) -> Status {
+    if (!j.is_array()) {
+      return invalid_argument(j.dump() + " is not a list; expected " + kNormalizeExpected);
+    }
+    std::vector<float> values;
+    for (const Json& value : j) {
+      if (!value.is_number()) {
+        return invalid_argument(value.dump() + " is not a number; expected " + kNormalizeExpected);
+      }
+      Result<float> parsed = parse_in_range<float>(value.dump(), values.empty() ? kMean : kStd);
+      if (!parsed.ok()) return parsed.status();
+      values.push_back(*parsed);
+    }
+    OPU_RETURN_IF_ERROR(check_normalize(values, j.dump()));
+    o.normalize = values;
+    return {};
+  };
+  f.read_text = list_from_text(f.read);
+  f.write = [](const Options& o) { return json_of(o.normalize); };
+  f.check = [](const Options& o) -> Status {
+    if (!o.normalize) return {};
+    return check_normalize(*o.normalize, show_list(*o.normalize));
+  };
+  f.add = [help](CLI::App& cli, Options& o) {
+    cli.add_option_function<std::vector<std::string>>(
+           "--normalize",
+           [&o](const std::vector<std::string>& texts) {
+             o.normalize = std::vector<float>{parse_in_range<float>(texts.at(0), kMean).value(),
+                                              parse_in_range<float>(texts.at(1), kStd).value()};
+           },
+           help)
+        ->type_name("NUMBER")
+        ->expected(2)
+        ->check(in_range<float>(kMean).application_index(0))
+        ->check(in_range<float>(kStd).application_index(1));
+  };
+  return f;
+}
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> table = {
+      choice("model", &Options::model, {"mlp", "gcn"},
+             "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)"),
+      choice("method", &Options::method, {"bp", "dfa", "shallow"},
+             "bp, dfa or shallow (default dfa)"),
+      text("feedback", &Options::feedback,
+           "digital (U[-1,1) B), digital-gaussian, digital-noisy (Gaussian B + i.i.d. noise, see "
+           "--feedback-snr), or a device URI: sim://?..., grpc://h:p"),
+      number<double>("feedback-snr", &Options::feedback_snr, ValueRange::positive(),
+                     "digital-noisy: signal variance / noise variance of B e, per sample "
+                     "(required by digital-noisy)"),
+      choice("encoding", &Options::encoding, {"ternary", "bitplanes", "stochastic"},
+             "device feedback: ternary (thresholded), bitplanes, or stochastic (unbiased)"),
+      number<float>("threshold", &Options::threshold, ValueRange::closed_open(0, 1),
+                    "ternary threshold relative to max|e| (0.1)"),
+      number<int>("bitplanes", &Options::bitplanes, ValueRange::integers(1, 16),
+                  "bit-planes per sign (bitplanes 4, stochastic 2)"),
+      boolean("share-frames", &Options::share_frames, "--share-frames,!--no-share-frames",
+              "identical codes within a batch are measured once (default on)"),
+      number<int>("repeats", &Options::repeats, ValueRange::integers(1, 64),
+                  "device feedback: frames of each code taken N times and averaged (4)"),
+      number<int>("reference-repeats", &Options::reference_repeats,
+                  ValueRange::integers(0, sim::kMaxReferenceRepeats, "0 = the device's default"),
+                  "device feedback: reference frames averaged per call (256), 0 = the device's "
+                  "own default"),
+      number<double>("reference-max-age", &Options::reference_max_age,
+                     ValueRange::non_negative("device seconds; 0 = a fresh reference every call"),
+                     "device feedback: device seconds a measured reference serves later calls; "
+                     "0 = measured in every call (default; docs/camera-gap.md: reuse halves the "
+                     "frames but costs accuracy)"),
+      text("calibration", &Options::calibration,
+           "device feedback: calibration file (opu-calibrate exposure --out FILE), which must "
+           "exist; its exposure goes with every request, its masked pixels project to 0. "
+           "Digital feedback ignores it"),
+      number<std::int64_t>("epochs", &Options::epochs, ValueRange::at_least(1),
+                           "epochs (mlp 15, gcn 200)"),
+      number<std::int64_t>("batch", &Options::batch, ValueRange::at_least(1),
+                           "mini-batch size (mlp, 128)"),
+      number<float>("lr", &Options::lr, ValueRange::positive(), "learning rate (0.01)"),
+      number<float>("momentum", &Options::momentum, ValueRange::closed_open(0, 1),
+                    "SGD momentum (0.9)"),
+      choice("optimizer", &Options::optimizer, {"sgd", "adam"}, "sgd or adam (mlp sgd, gcn adam)"),
+      number<float>("weight-decay", &Options::weight_decay, ValueRange::non_negative(),
+                    "L2 weight decay (mlp 0; gcn first layer: bp 5e-4, dfa/shallow 1e-4)"),
+      number<float>("dropout", &Options::dropout, ValueRange::closed_open(0, 1),
+                    "hidden dropout (mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 as the paper)"),
+      number<float>("input-dropout", &Options::input_dropout, ValueRange::closed_open(0, 1),
+                    "gcn input dropout (bp 0.5 as Kipf & Welling, dfa/shallow 0 as the paper)"),
+      hidden_field("hidden sizes (mlp 256 256, gcn 16)"),
+      choice("activation", &Options::activation, {"relu", "tanh", "sigmoid"},
+             "mlp hidden activation: relu, tanh, sigmoid"),
+      normalize_field(
+          "mlp: MEAN STD of the input normalisation (x - MEAN) / STD; default: the training "
+          "split's own pixel mean and std, as the paper does; 0 1 = none"),
+      choice("loss", &Options::loss, {"cross_entropy", "ce", "bce", "mse"},
+             "cross_entropy (or ce), bce or mse"),
+      number<std::uint64_t>("seed", &Options::seed, ValueRange::at_least(0),
+                            "seed of every random stream (1)"),
+      text("data", &Options::data, "mlp: IDX folder; gcn: Planetoid folder"),
+      text("dataset", &Options::dataset, "gcn: cora or citeseer"),
+      number<std::int64_t>("align-every", &Options::align_every, ValueRange::at_least(0, "0 = off"),
+                           "steps between alignment measurements, 0 = off (mlp 50, gcn 1)"),
+      text("metrics", &Options::metrics, "JSON lines file for per-epoch records"),
+      text("checkpoint", &Options::checkpoint, "directory: a checkpoint after every epoch"),
+      boolean("resume", &Options::resume, "--resume", "continue from --checkpoint DIR"),
+      number<int>("threads", &Options::threads, ValueRange::integers(1, 1024),
+                  "compute threads (OpenMP + OpenBLAS), default 1"),
+      choice("log-level", &Options::log_level,
+             {"trace", "debug", "info", "warn", "error", "critical", "off"},
+             "trace, debug, info, warn, error, critical, off (warn)"),
+  };
+  return table;
+}
+
+// "weight_decay" and "weight-decay" name the same option.
+const Field* find_field(const std::string& name) {
+  std::string key = name;
+  for (char& c : key) c = c == '_' ? '-' : c;
+  for (const Field& f : fields()) {
+    if (f.name == key) return &f;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+Status apply_json(const nlohmann::json& json, Options& options) {
+  if (!json.is_object()) return invalid_argument("want a JSON object of option names");
+  for (const auto& [raw_key, value] : json.items()) {
+    const Field* field = find_field(raw_key);
+    if (field == nullptr) {
+      return invalid_argument(
+          "unknown option '" + raw_key +
+          "' (the keys are opu-train's flag names: lr, epochs, weight-decay, ...)");
+    }
+    if (value.is_null()) continue;  // not set: the default stays
+    OPU_RETURN_IF_ERROR(field->read(value, options).with_context(raw_key));
+  }
+  return {};
+}
+
+Status apply_text(const std::string& name, const std::string& text, Options& options) {
+  const Field* field = find_field(name);
+  if (field == nullptr) return invalid_argument("unknown option '" + name + "'");
+  return field->read_text(text, options).with_context("--" + field->name);
+}
+
 nlohmann::json to_json(const Options& options) {
-  nlohmann::json j;
-  for (const auto& [name, f] : fields()) j[name] = f.write(options);
+  nlohmann::json j = nlohmann::json::object();
+  for (const Field& f : fields()) j[f.name] = f.write(options);
   return j;
 }
 
 Status finalize(Options& o) {
+  // Every value that is set, against its range, before any default is filled in.
+  for (const Field& f : fields()) OPU_RETURN_IF_ERROR(f.check(o).with_context("--" + f.name));
   const bool gcn = o.model == "gcn";
-  if (o.model != "mlp" && !gcn) return bad("model", "'" + o.model + "'", "mlp or gcn");
-  if (o.method != "bp" && o.method != "dfa" && o.method != "shallow") {
-    return bad("method", "'" + o.method + "'", "bp, dfa or shallow");
+  if (o.feedback == "digital-noisy" && !o.feedback_snr) {
+    return invalid_argument("--feedback-snr: not set; expected " +
+                            ValueRange::positive().expected() + " with --feedback digital-noisy");
   }
-  if (o.epochs < 0) o.epochs = gcn ? 200 : 15;
-  if (o.lr < 0.0F) o.lr = 0.01F;
-  if (o.optimizer.empty()) o.optimizer = gcn ? "adam" : "sgd";
+  if (o.resume && o.checkpoint.empty()) {
+    return invalid_argument("--resume needs --checkpoint DIR (where the checkpoint is)");
+  }
+  if (!o.calibration.empty() && !std::filesystem::is_regular_file(o.calibration)) {
+    return not_found("--calibration: " + o.calibration + ": no such file");
+  }
+  // Only what is not set takes the model's default.
+  if (!o.epochs) o.epochs = gcn ? 200 : 15;
+  if (!o.lr) o.lr = 0.01F;
+  if (!o.optimizer) o.optimizer = gcn ? "adam" : "sgd";
   // GCN: Kipf & Welling's recipe for BP; the paper's DFAGraphNet recipe (lighter hidden dropout,
   // no input dropout, weaker decay) for DFA and shallow.
   const bool gcn_bp = gcn && o.method == "bp";
-  if (o.weight_decay < 0.0F) o.weight_decay = gcn ? (gcn_bp ? 5e-4F : 1e-4F) : 0.0F;
-  if (o.dropout < 0.0F) o.dropout = gcn ? (gcn_bp ? 0.5F : 0.1F) : 0.0F;
-  if (o.input_dropout < 0.0F) o.input_dropout = gcn_bp ? 0.5F : 0.0F;
-  if (o.hidden.empty())
+  if (!o.weight_decay) o.weight_decay = gcn ? (gcn_bp ? 5e-4F : 1e-4F) : 0.0F;
+  if (!o.dropout) o.dropout = gcn ? (gcn_bp ? 0.5F : 0.1F) : 0.0F;
+  if (!o.input_dropout) o.input_dropout = gcn_bp ? 0.5F : 0.0F;
+  if (!o.hidden) {
     o.hidden = gcn ? std::vector<std::int64_t>{16} : std::vector<std::int64_t>{256, 256};
-  if (o.align_every < 0) o.align_every = gcn ? 1 : 50;
-  if (o.epochs < 1) return bad("epochs", std::to_string(o.epochs), ">= 1");
-  if (o.batch < 1) return bad("batch", std::to_string(o.batch), ">= 1");
-  if (!(o.lr > 0.0F)) return bad("lr", std::to_string(o.lr), "> 0");
-  if (!(o.dropout < 1.0F)) return bad("dropout", std::to_string(o.dropout), "in [0, 1)");
-  if (!(o.input_dropout < 1.0F)) {
-    return bad("input-dropout", std::to_string(o.input_dropout), "in [0, 1)");
   }
-  for (std::int64_t h : o.hidden) {
-    if (h < 1) return bad("hidden", std::to_string(h), "sizes >= 1");
-  }
-  if (!sim::parse_encoding(o.encoding).ok()) {
-    return bad("encoding", "'" + o.encoding + "'", "ternary, bitplanes or stochastic");
-  }
-  if (o.bitplanes < 0) {
+  if (!o.align_every) o.align_every = gcn ? 1 : 50;
+  if (!o.bitplanes) {
     o.bitplanes = o.encoding == "stochastic" ? recommended_linear_options().bitplanes : 4;
-  }
-  if (!(o.threshold >= 0.0F && o.threshold < 1.0F)) {
-    return bad("threshold", std::to_string(o.threshold), "in [0, 1)");
-  }
-  if (o.repeats < 1 || o.repeats > 64)
-    return bad("repeats", std::to_string(o.repeats), "in [1, 64]");
-  if (o.reference_repeats < 0 || o.reference_repeats > sim::kMaxReferenceRepeats) {
-    return bad("reference-repeats", std::to_string(o.reference_repeats),
-               "in [0, " + std::to_string(sim::kMaxReferenceRepeats) + "]");
-  }
-  if (!(o.reference_max_age >= 0.0 && std::isfinite(o.reference_max_age))) {
-    return bad("reference-max-age", std::to_string(o.reference_max_age),
-               "device seconds >= 0 (0 = a fresh reference in every call)");
-  }
-  if (o.bitplanes < 1 || o.bitplanes > 16) {
-    return bad("bitplanes", std::to_string(o.bitplanes), "in [1, 16]");
-  }
-  if (!o.normalize.empty() && o.normalize.size() != 2) {
-    return invalid_argument("--normalize wants two numbers MEAN STD, got " +
-                            std::to_string(o.normalize.size()));
-  }
-  if (!o.normalize.empty() && !(o.normalize[1] > 0.0F)) {
-    return bad("normalize", "STD " + std::to_string(o.normalize[1]), "STD > 0");
-  }
-  if (o.feedback == "digital-noisy" && !(o.feedback_snr > 0.0 && std::isfinite(o.feedback_snr))) {
-    return bad("feedback-snr", std::to_string(o.feedback_snr),
-               "a finite value > 0 with --feedback digital-noisy");
-  }
-  if (o.threads < 1) return bad("threads", std::to_string(o.threads), ">= 1");
-  if (o.resume && o.checkpoint.empty()) {
-    return invalid_argument("--resume needs --checkpoint DIR (where the checkpoint is)");
   }
   return {};
 }
@@ -165,81 +507,34 @@ Status finalize(Options& o) {
 Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
   exit_code = -1;
   Options options;
-  // --config is applied first so that explicit flags override it: CLI11 writes a variable only
+  // --config is applied first so that explicit flags override it: CLI11 writes an option only
   // when its flag is present.
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--config") {
-      const std::string path = argv[i + 1];
-      std::ifstream in(path);
-      if (!in) return not_found("--config " + path + ": no such file");
-      nlohmann::json json;
-      try {
-        json = nlohmann::json::parse(in);
-      } catch (const nlohmann::json::exception& e) {
-        return invalid_argument("--config " + path + ": not JSON (" + e.what() + ")");
-      }
-      OPU_RETURN_IF_ERROR(apply_json(json, options).with_context("--config " + path));
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    std::string path;
+    if (arg == "--config" && i + 1 < argc) {
+      path = argv[i + 1];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      path = arg.substr(9);
+    } else {
+      continue;
     }
+    std::ifstream in(path);
+    if (!in) return not_found("--config " + path + ": no such file");
+    nlohmann::json json;
+    try {
+      json = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      return invalid_argument("--config " + path + ": not JSON (" + e.what() + ")");
+    }
+    OPU_RETURN_IF_ERROR(apply_json(json, options).with_context("--config " + path));
   }
   CLI::App cli{
       "opu-train: train an MLP or a GCN with BP, DFA (digital or OPU feedback) or "
       "shallow learning"};
-  Options& o = options;
-  cli.add_option("--model", o.model, "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)");
-  cli.add_option("--method", o.method, "bp, dfa or shallow (default dfa)");
-  cli.add_option("--feedback", o.feedback,
-                 "digital (U[-1,1) B), digital-gaussian, digital-noisy (Gaussian B + i.i.d. "
-                 "noise, see --feedback-snr), or a device URI: sim://?..., grpc://h:p");
-  cli.add_option("--feedback-snr", o.feedback_snr,
-                 "digital-noisy: signal variance / noise variance of B e, per sample (> 0)");
-  cli.add_option("--encoding", o.encoding,
-                 "device feedback: ternary (thresholded), bitplanes, or stochastic (unbiased)");
-  cli.add_option("--threshold", o.threshold, "ternary threshold relative to max|e| (0.1)");
-  cli.add_option("--bitplanes", o.bitplanes, "bit-planes per sign (bitplanes 4, stochastic 2)");
-  cli.add_flag("--share-frames,!--no-share-frames", o.share_frames,
-               "identical codes within a batch are measured once (default on)");
-  cli.add_option("--repeats", o.repeats,
-                 "device feedback: frames of each code taken N times and averaged (4)");
-  cli.add_option("--reference-repeats", o.reference_repeats,
-                 "device feedback: reference frames averaged per call (256), 0 = the device's "
-                 "own default");
-  cli.add_option("--reference-max-age", o.reference_max_age,
-                 "device feedback: device seconds a measured reference serves later calls; 0 = "
-                 "measured in every call (default; docs/camera-gap.md: reuse halves the frames "
-                 "but costs accuracy)");
-  cli.add_option("--calibration", o.calibration,
-                 "device feedback: calibration file (opu-calibrate exposure --out FILE); its "
-                 "exposure goes with every request, its masked pixels project to 0. Digital "
-                 "feedback ignores it");
-  cli.add_option("--epochs", o.epochs, "epochs (mlp 15, gcn 200)");
-  cli.add_option("--batch", o.batch, "mini-batch size (mlp, 128)");
-  cli.add_option("--lr", o.lr, "learning rate (0.01)");
-  cli.add_option("--momentum", o.momentum, "SGD momentum (0.9)");
-  cli.add_option("--optimizer", o.optimizer, "sgd or adam (mlp sgd, gcn adam)");
-  cli.add_option("--weight-decay", o.weight_decay,
-                 "L2 weight decay (mlp 0; gcn first layer: bp 5e-4, dfa/shallow 1e-4)");
-  cli.add_option("--dropout", o.dropout,
-                 "hidden dropout (mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 as the paper)");
-  cli.add_option("--input-dropout", o.input_dropout,
-                 "gcn input dropout (bp 0.5 as Kipf & Welling, dfa/shallow 0 as the paper)");
-  cli.add_option("--hidden", o.hidden, "hidden sizes (mlp 256 256, gcn 16)")->expected(1, 16);
-  cli.add_option("--activation", o.activation, "mlp hidden activation: relu, tanh, sigmoid");
-  cli.add_option("--normalize", o.normalize,
-                 "mlp: MEAN STD of the input normalisation (x - MEAN) / STD; default: the "
-                 "training split's own pixel mean and std, as the paper does; 0 1 = none")
-      ->expected(2);
-  cli.add_option("--loss", o.loss, "cross_entropy, bce or mse");
-  cli.add_option("--seed", o.seed, "seed of every random stream (1)");
-  cli.add_option("--data", o.data, "mlp: IDX folder; gcn: Planetoid folder");
-  cli.add_option("--dataset", o.dataset, "gcn: cora or citeseer");
-  cli.add_option("--align-every", o.align_every, "steps between alignment measurements, 0 = off");
-  cli.add_option("--metrics", o.metrics, "JSON lines file for per-epoch records");
-  cli.add_option("--checkpoint", o.checkpoint, "directory: a checkpoint after every epoch");
-  cli.add_flag("--resume", o.resume, "continue from --checkpoint DIR");
+  for (const Field& f : fields()) f.add(cli, options);
   std::string config_path;
   cli.add_option("--config", config_path, "JSON file of these option names (flags override)");
-  cli.add_option("--threads", o.threads, "compute threads (OpenMP + OpenBLAS), default 1");
-  cli.add_option("--log-level", o.log_level, "trace, debug, info, warn, error, off (warn)");
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,10 +1,18 @@
 // opu-train's options: one struct, filled from defaults, then a JSON config file (--config), then
 // the command line (flags win). The JSON keys are the flag names ("weight-decay" or
 // "weight_decay").
+//
+// Options whose default depends on the model or the method are std::optional: empty means "not
+// set" (an absent JSON key, or JSON null), and finalize() gives only those their model's default.
+// A value that is set is kept as it is or refused: every option has one accepted range, used by
+// the flags, the JSON config and finalize() alike, and an out-of-range value is an
+// INVALID_ARGUMENT naming the option, the value and the range ("--lr: -1 is out of range;
+// expected a number > 0"), never a default in disguise.
 #pragma once
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,16 +26,17 @@ struct Options {
   std::string method = "dfa";  // bp | dfa | shallow
   // digital | digital-gaussian | digital-noisy | a device URI (sim://, grpc://)
   std::string feedback = "digital";
-  /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this.
-  double feedback_snr = 0.0;
+  /// digital-noisy: Gaussian B plus i.i.d. Gaussian noise with signal/noise variance = this
+  /// (> 0; required by digital-noisy).
+  std::optional<double> feedback_snr;
   // Device feedback. The defaults are recommended_linear_options() (trainer/feedback.h), the
   // combination that closes the camera gap (docs/camera-gap.md): unbiased stochastic rounding to
   // 2 bit-planes per sign, identical codes of a batch measured once, each code's frames averaged
   // 4 times, the reference 256 times. The literal scheme (ternary, no sharing, 1 repeat, the
   // device's reference) stays available.
   std::string encoding{sim::encoding_name(recommended_linear_options().encoding)};
-  float threshold = 0.1F;  // ternary threshold, relative to each sample's max |e|
-  int bitplanes = -1;      // bit-planes per sign: bitplanes 4, stochastic the recommended 2
+  float threshold = 0.1F;        // ternary threshold, relative to each sample's max |e|
+  std::optional<int> bitplanes;  // bit-planes per sign, [1, 16]: bitplanes 4, stochastic 2
   bool share_frames = recommended_linear_options().share_frames;  // identical codes share frames
   int repeats = recommended_linear_options().repeats;  // each code's frame pair, averaged
   int reference_repeats = recommended_linear_options().reference_repeats;       // 0: device default
@@ -36,39 +45,50 @@ struct Options {
   /// sent with every projection request and its masked pixels' projections are zeroed here.
   /// Empty = none; ignored by digital feedback.
   std::string calibration;
-  // Model-dependent defaults are marked by negative / empty values and filled by finalize().
-  std::int64_t epochs = -1;          // mlp 15, gcn 200
-  std::int64_t batch = 128;          // mlp only (gcn is full batch)
-  float lr = -1.0F;                  // mlp 0.01, gcn 0.01
-  float momentum = 0.9F;             // sgd only
-  std::string optimizer;             // mlp sgd, gcn adam
-  float weight_decay = -1.0F;        // mlp 0; gcn bp 5e-4, dfa/shallow 1e-4 (first layer only)
-  float dropout = -1.0F;             // mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (the paper's)
-  float input_dropout = -1.0F;       // gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0 (the paper's)
-  std::vector<std::int64_t> hidden;  // mlp 256 256, gcn 16
-  std::string activation = "relu";   // mlp: relu | tanh | sigmoid
-  /// mlp: inputs (pixels / 255) become (x - mean) / std. Empty (the default) standardises with
+  // Not set (std::nullopt) = the default of the model (and method), filled by finalize().
+  std::optional<std::int64_t> epochs;    // >= 1: mlp 15, gcn 200
+  std::int64_t batch = 128;              // >= 1; mlp only (gcn is full batch)
+  std::optional<float> lr;               // > 0: mlp 0.01, gcn 0.01
+  float momentum = 0.9F;                 // [0, 1); sgd only
+  std::optional<std::string> optimizer;  // sgd | adam: mlp sgd, gcn adam
+  std::optional<float> weight_decay;     // >= 0: mlp 0; gcn bp 5e-4, dfa/shallow 1e-4 (first layer)
+  std::optional<float> dropout;          // [0, 1): mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (paper)
+  std::optional<float> input_dropout;    // [0, 1), gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0
+  std::optional<std::vector<std::int64_t>> hidden;  // 1-16 sizes >= 1: mlp 256 256, gcn 16
+  std::string activation = "relu";                  // mlp: relu | tanh | sigmoid
+  /// mlp: inputs (pixels / 255) become (x - MEAN) / STD. Not set (the default) standardises with
   /// the training split's own mean and std, as the paper's example does for MNIST (0.1307,
-  /// 0.3081; for Fashion-MNIST 0.2860, 0.3530); "0 1" leaves pixels in [0, 1].
-  std::vector<float> normalize;
+  /// 0.3081; for Fashion-MNIST 0.2860, 0.3530); {0, 1} leaves pixels in [0, 1]. run_training()
+  /// records the values it used here.
+  std::optional<std::vector<float>> normalize;
   std::string loss = "cross_entropy";  // cross_entropy | bce | mse
   std::uint64_t seed = 1;
-  std::string data;               // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder
-  std::string dataset = "cora";   // gcn: cora | citeseer | any NAME with NAME.content/.edges/.split
-  std::int64_t align_every = -1;  // steps between alignment measurements: mlp 50, gcn 1; 0 = off
-  std::string metrics;            // JSON lines file
-  std::string checkpoint;         // directory
+  std::string data;              // mlp: IDX folder (default Fashion-MNIST); gcn: planetoid folder
+  std::string dataset = "cora";  // gcn: cora | citeseer | any NAME with NAME.content/.edges/.split
+  /// Steps between alignment measurements, >= 0 (0 = off): mlp 50, gcn 1.
+  std::optional<std::int64_t> align_every;
+  std::string metrics;     // JSON lines file
+  std::string checkpoint;  // directory
   bool resume = false;
   std::string config;              // JSON file of these names
-  int threads = 1;                 // OpenMP + OpenBLAS threads
-  std::string log_level = "warn";  // spdlog level of the trainer's logs
+  int threads = 1;                 // OpenMP + OpenBLAS threads, [1, 1024]
+  std::string log_level = "warn";  // trace | debug | info | warn | error | off
 };
 
-/// Sets the model-dependent defaults and checks ranges; INVALID_ARGUMENT names the option.
+/// Checks every option against its range (and the options that depend on each other), then gives
+/// the options that are not set their model's default; INVALID_ARGUMENT names the option, the value
+/// and the range, NOT_FOUND a --calibration file that does not exist. After it epochs, lr,
+/// optimizer, weight_decay, dropout, input_dropout, hidden, align_every and bitplanes hold a value;
+/// feedback_snr holds one with digital-noisy feedback, normalize when it was given.
 Status finalize(Options& options);
-/// Applies a JSON object of option names; unknown names and wrong types are INVALID_ARGUMENT.
+/// Applies a JSON object of option names (null = not set); unknown names, wrong types and values
+/// out of range are INVALID_ARGUMENT naming the key, the value and the range.
 Status apply_json(const nlohmann::json& json, Options& options);
-/// Every option as JSON (what the run used; goes to the metrics file).
+/// Sets one option from text as the command line gives it (`--NAME TEXT`; lists as JSON or
+/// separated by spaces or commas), with the same checks; INVALID_ARGUMENT names `--NAME`.
+Status apply_text(const std::string& name, const std::string& text, Options& options);
+/// Every option as JSON, null for those not set (what the run used; goes to the metrics file).
+/// apply_json(to_json(o)) on default Options gives back `o`.
 nlohmann::json to_json(const Options& options);
 
 /// Parses argv: --config first (if any), then the flags. Returns the exit code to use instead of

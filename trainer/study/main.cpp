@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "opu_sim/cli_validators.h"
 #include "spec.h"
 #include "study.h"
 
@@ -107,23 +108,32 @@ int main(int argc, char** argv) {
   cli.add_option("--controls", controls,
                  "exact (digital Gaussian B) and/or matched (B + i.i.d. noise at each device "
                  "point's measured SNR)")
-      ->delimiter(',');
-  cli.add_option("--seeds", spec.seeds, "training seeds per point (default 1,2)")->delimiter(',');
-  cli.add_option("--config", config_path, "JSON file of opu-train options for every run");
+      ->delimiter(',')
+      ->check(opu::one_of({"exact", "matched"}));
+  cli.add_option("--seeds", spec.seeds, "training seeds per point, distinct (default 1,2)")
+      ->delimiter(',')
+      ->check(opu::in_range<std::uint64_t>(opu::trainer::study::kSeedRange));
+  cli.add_option("--config", config_path, "JSON file of opu-train options for every run")
+      ->check(CLI::ExistingFile);
   cli.add_option("--train", train_settings,
                  "opu-train option NAME=VALUE for every run (repeatable; overrides --config), "
                  "e.g. --train model=gcn --train epochs=3");
-  cli.add_option("--snr-repeats", spec.snr_repeats, "projections per SNR measurement (8)");
-  cli.add_option("--snr-batch", spec.snr_batch, "error-like vectors per SNR measurement (64)");
+  cli.add_option("--snr-repeats", spec.snr_repeats, "projections per SNR measurement (8)")
+      ->check(opu::in_range<int>(opu::trainer::study::kSnrRepeatsRange));
+  cli.add_option("--snr-batch", spec.snr_batch, "error-like vectors per SNR measurement (64)")
+      ->check(opu::in_range<std::int64_t>(opu::trainer::study::kSnrBatchRange));
   bool no_prediction = false;
   cli.add_flag("--no-prediction", no_prediction,
                "skip the camera-model prediction and the ideal-camera comparison");
-  cli.add_option("--max-runs", settings.max_runs,
-                 "stop after this many runs (the rest on the next call)");
+  cli.add_option_function<std::int64_t>(
+         "--max-runs", [&settings](const std::int64_t& n) { settings.max_runs = n; },
+         "stop after this many runs (the rest on the next call; default: all)")
+      ->check(opu::in_range<std::int64_t>(opu::trainer::study::kMaxRunsRange));
   cli.add_flag("--retry-failed", settings.retry_failed, "rerun runs the ledger holds as failed");
   cli.add_option("--gnuplot", settings.gnuplot,
                  "gnuplot executable (default gnuplot; empty: write .dat/.gp only)");
-  cli.add_option("--log-level", log_level, "trace, debug, info, warn, error, off (info)");
+  cli.add_option("--log-level", log_level, "trace, debug, info, warn, error, off (info)")
+      ->check(opu::one_of({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   try {
     cli.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

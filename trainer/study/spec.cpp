@@ -85,25 +85,13 @@ Result<std::vector<std::string>> expand_range(const std::string& what, const std
   return values;
 }
 
-// Applies a feedback-axis value to the options.
+// Applies a feedback-axis value to the options, through opu-train's own option table (the same
+// parsing and range as --threshold, --bitplanes, --encoding).
 Status apply_feedback_value(const std::string& name, const std::string& value, app::Options& o) {
-  const std::string what = "--sweep " + name + "=" + value;
-  if (name == "encoding") {
-    o.encoding = value;
-    return {};
-  }
-  Result<double> number = parse_number(what, value);
-  if (!number.ok()) return number.status();
-  if (name == "threshold") {
-    o.threshold = static_cast<float>(*number);
-    o.encoding = "ternary";
-  } else {
-    if (*number != std::floor(*number)) {
-      return invalid_argument(what + ": bit-planes want an integer");
-    }
-    o.bitplanes = static_cast<int>(*number);
-    o.encoding = "bitplanes";
-  }
+  OPU_RETURN_IF_ERROR(
+      app::apply_text(name, value, o).with_context("--sweep " + name + "=" + value));
+  if (name == "threshold") o.encoding = "ternary";
+  if (name == "bitplanes") o.encoding = "bitplanes";
   return {};
 }
 
@@ -228,8 +216,8 @@ Result<std::string> point_device_uri(const std::string& worker_uri, const Point&
   Result<std::map<std::string, std::string>> params = sim_params(worker_uri);
   if (!params.ok()) return params.status();
   if (point.axis == kFullWell) {
-    Result<double> electrons = parse_number("--sweep full_well_e", point.value);
-    if (!electrons.ok()) return electrons.status();
+    Result<double> electrons = parse_in_range<double>(point.value, kFullWellRange);
+    if (!electrons.ok()) return electrons.status().with_context("--sweep " + point.key);
     // The base URI's bit depth, parsed (and checked) by the simulator's own table.
     Result<sim::SimConfig> base = sim::SimConfig::from_params(*params);
     if (!base.ok()) return base.status().with_context("--device " + worker_uri);
@@ -248,7 +236,8 @@ Result<std::string> point_device_uri(const std::string& worker_uri, const Point&
 Result<app::Options> run_options(const StudySpec& spec, const Point& point, std::uint64_t seed,
                                  const std::string& worker_uri, double matched_snr) {
   app::Options o;
-  OPU_RETURN_IF_ERROR(app::apply_json(spec.train, o).with_context("training options"));
+  OPU_RETURN_IF_ERROR(
+      app::apply_json(spec.train, o).with_context("training options (--config, --train)"));
   if (o.method != "dfa") {
     return invalid_argument("training options: method is '" + o.method +
                             "', want dfa (opu-study studies DFA's feedback)");
@@ -291,11 +280,19 @@ Status validate(const StudySpec& spec) {
   if (spec.sweeps.empty() && !spec.exact_control) {
     return invalid_argument("--sweep: nothing to run, want at least one --sweep NAME=VALUES");
   }
-  if (spec.snr_repeats < 2) {
-    return invalid_argument("--snr-repeats is " + std::to_string(spec.snr_repeats) + ", want >= 2");
+  if (!kSnrRepeatsRange.contains(spec.snr_repeats)) {
+    return invalid_argument("--snr-repeats: " +
+                            out_of_range_text(std::to_string(spec.snr_repeats), kSnrRepeatsRange));
   }
-  if (spec.snr_batch < 1) {
-    return invalid_argument("--snr-batch is " + std::to_string(spec.snr_batch) + ", want >= 1");
+  if (!kSnrBatchRange.contains(static_cast<double>(spec.snr_batch))) {
+    return invalid_argument("--snr-batch: " +
+                            out_of_range_text(std::to_string(spec.snr_batch), kSnrBatchRange));
+  }
+  std::vector<std::uint64_t> seeds = spec.seeds;
+  std::sort(seeds.begin(), seeds.end());
+  if (auto twice = std::adjacent_find(seeds.begin(), seeds.end()); twice != seeds.end()) {
+    return invalid_argument("--seeds: " + std::to_string(*twice) +
+                            " is listed twice; expected distinct seeds");
   }
   for (const SweepAxis& axis : spec.sweeps) {
     Result<AxisKind> kind = axis_kind(axis.name);

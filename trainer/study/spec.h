@@ -11,8 +11,17 @@
 
 #include "config.h"
 #include "opu_sim/status.h"
+#include "opu_sim/value_range.h"
 
 namespace opu::trainer::study {
+
+// The accepted ranges of opu-study's own numbers, used by its flags and by validate().
+inline const ValueRange kSnrRepeatsRange = ValueRange::integers(2, 1024);
+inline const ValueRange kSnrBatchRange = ValueRange::integers(1, 65536);
+inline const ValueRange kMaxRunsRange = ValueRange::at_least(0, "not given: no limit");
+inline const ValueRange kSeedRange = ValueRange::at_least(0);
+/// full_well_e, the photon budget: electrons at full scale.
+inline const ValueRange kFullWellRange = ValueRange::positive("electrons at full scale");
 
 /// One swept parameter and its values, in the order given ("adc_bits" -> "2", "4", "8").
 struct SweepAxis {
@@ -69,7 +78,7 @@ Result<AxisKind> axis_kind(const std::string& name);
 Result<SweepAxis> parse_sweep(const std::string& text);
 
 /// Checks a spec (every value of every axis builds valid options, device axes on sim:// only,
-/// seeds present); INVALID_ARGUMENT naming the axis and value.
+/// seeds present and distinct, SNR settings in range); INVALID_ARGUMENT naming the axis and value.
 Status validate(const StudySpec& spec);
 
 /// The points in canonical order: each axis's values in order, each followed by its matched

@@ -36,7 +36,7 @@ sim::LinearOptions linear_options(const app::Options& o) {
   sim::LinearOptions linear;
   linear.encoding = o.encoding == "bitplanes" ? sim::Encoding::kBitplanes : sim::Encoding::kTernary;
   linear.threshold = o.threshold;
-  linear.bitplanes = o.bitplanes;
+  linear.bitplanes = *o.bitplanes;  // set by finalize()
   return linear;
 }
 
@@ -117,14 +117,14 @@ Result<nlohmann::json> measure_digital(const StudySpec& spec, const app::Options
                                        const FeedbackShape& shape) {
   if (options.feedback != "digital-noisy") return nlohmann::json{{"measured", nullptr}};
   DigitalFeedback feedback(shape.n_classes, shape.d_max, options.seed,
-                           FeedbackDistribution::kGaussian, options.feedback_snr);
+                           FeedbackDistribution::kGaussian, *options.feedback_snr);
   const Eigen::MatrixXf values =
       error_like_vectors(shape.n_classes, spec.snr_batch, kMeasurementSeed);
   Result<SnrMeasurement> measured =
       measure_snr(feedback_projector(feedback), values, spec.snr_repeats);
   if (!measured.ok()) return measured.status();
   return nlohmann::json{{"measured", finite_or_null(measured->snr)},
-                        {"target", options.feedback_snr},
+                        {"target", *options.feedback_snr},
                         {"signal_variance", measured->signal_variance},
                         {"noise_variance", measured->noise_variance}};
 }
@@ -178,7 +178,7 @@ nlohmann::json execute_run(const StudySpec& spec, const RunSettings& settings, c
   if (!prepared.ok()) return finish(prepared.status());
   app::Options options = prepared->options;
   record["feedback"] = options.feedback;
-  if (options.feedback == "digital-noisy") record["feedback_snr"] = options.feedback_snr;
+  if (options.feedback == "digital-noisy") record["feedback_snr"] = *options.feedback_snr;
   record["snr"] = prepared->snr;
   options.metrics = (std::filesystem::path(settings.out_dir) / "metrics" /
                      (file_slug(point.key) + "-seed" + std::to_string(seed) + ".jsonl"))
@@ -219,7 +219,7 @@ std::string progress_line(const nlohmann::json& r, std::int64_t done, std::int64
 
 Result<FeedbackShape> feedback_shape(const app::Options& o) {
   FeedbackShape shape;
-  shape.d_max = *std::max_element(o.hidden.begin(), o.hidden.end());
+  shape.d_max = *std::max_element(o.hidden->begin(), o.hidden->end());
   if (o.model == "mlp") {
     Result<ImageDataset> data = load_idx_folder(o.data.empty() ? kFashionMnistDir : o.data);
     if (!data.ok()) return data.status();
@@ -270,6 +270,10 @@ Result<PreparedRun> prepare_run(const StudySpec& spec, const Point& point, std::
 
 Result<StudyOutcome> run_study(const StudySpec& spec, const RunSettings& settings) {
   OPU_RETURN_IF_ERROR(validate(spec));
+  if (settings.max_runs && !kMaxRunsRange.contains(static_cast<double>(*settings.max_runs))) {
+    return invalid_argument("--max-runs: " +
+                            out_of_range_text(std::to_string(*settings.max_runs), kMaxRunsRange));
+  }
   std::error_code error;
   std::filesystem::create_directories(std::filesystem::path(settings.out_dir) / "metrics", error);
   if (error) {
@@ -301,8 +305,8 @@ Result<StudyOutcome> run_study(const StudySpec& spec, const RunSettings& setting
       }
     }
   }
-  if (settings.max_runs >= 0 && static_cast<std::int64_t>(pending.size()) > settings.max_runs) {
-    pending.resize(static_cast<std::size_t>(settings.max_runs));
+  if (settings.max_runs && static_cast<std::int64_t>(pending.size()) > *settings.max_runs) {
+    pending.resize(static_cast<std::size_t>(*settings.max_runs));
   }
   study_logger()->info(
       "{} runs ({} points x {} seeds): {} in the ledger, {} to run on {} worker(s)", outcome.runs,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "opu_sim/status.h"
@@ -13,10 +14,10 @@
 namespace opu::trainer::study {
 
 struct RunSettings {
-  std::string out_dir;              // ledger.jsonl, runs.jsonl, summary.csv, plots/, metrics/
-  std::int64_t max_runs = -1;       // stop after starting this many runs (-1: all); for tests
-  bool retry_failed = false;        // rerun the runs the ledger holds as failed
-  std::string gnuplot = "gnuplot";  // executable; empty = write .dat/.gp only
+  std::string out_dir;                   // ledger.jsonl, runs.jsonl, summary.csv, plots/, metrics/
+  std::optional<std::int64_t> max_runs;  // stop after starting this many runs (>= 0; unset: all)
+  bool retry_failed = false;             // rerun the runs the ledger holds as failed
+  std::string gnuplot = "gnuplot";       // executable; empty = write .dat/.gp only
 };
 
 struct StudyOutcome {
