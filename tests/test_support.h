@@ -16,14 +16,14 @@ inline std::uint64_t test_seed(std::uint64_t fallback) {
   return fallback;
 }
 
-/// Where ../shared/data lives (set by CMake; OPU_SHARED_DATA overrides).
-inline std::string shared_data_dir() {
-  if (const char* dir = std::getenv("OPU_SHARED_DATA"); dir != nullptr && *dir != '\0') return dir;
-#ifdef OPU_SHARED_DATA_DIR
-  return OPU_SHARED_DATA_DIR;
-#else
-  return "../shared/data";
+/// The repository's data/ folder (data/README.md), compiled in by tests/CMakeLists.txt. Tests read
+/// the shipped data here and nowhere else: no environment variable redirects them, and a missing
+/// file is a failure, never a skip.
+inline std::string data_dir() {
+#ifndef OPU_TEST_DATA_DIR
+#error "tests/CMakeLists.txt defines OPU_TEST_DATA_DIR, the repository's data/ folder"
 #endif
+  return OPU_TEST_DATA_DIR;
 }
 
 }  // namespace opu::test

@@ -4,8 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "test_support.h"
 #include "trainer_test_support.h"
@@ -181,14 +186,10 @@ TEST_SUITE("trainer") {
     }
   }
 
-  TEST_CASE("Planetoid: Cora and CiteSeer from ../shared/data have the published sizes") {
-    const std::string dir = opu::test::shared_data_dir() + "/planetoid";
-    if (!std::filesystem::exists(dir + "/cora.content")) {
-      MESSAGE("skipped: " << dir << " not found");
-      return;
-    }
+  TEST_CASE("Planetoid: Cora and CiteSeer in data/ have the published sizes") {
+    const std::string dir = opu::test::data_dir() + "/planetoid";
     Result<GraphDataset> cora = load_planetoid(dir, "cora");
-    REQUIRE(cora.ok());
+    REQUIRE_MESSAGE(cora.ok(), cora.status().to_string());
     CHECK(cora->nodes.features.cols() == 2708);
     CHECK(cora->nodes.features.rows() == 1433);
     CHECK(cora->nodes.n_classes == 7);
@@ -199,9 +200,168 @@ TEST_SUITE("trainer") {
     CHECK(counts[2] == 500);
     CHECK(counts[3] == 1000);
     Result<GraphDataset> citeseer = load_planetoid(dir, "citeseer");
-    REQUIRE(citeseer.ok());
+    REQUIRE_MESSAGE(citeseer.ok(), citeseer.status().to_string());
     CHECK(citeseer->nodes.features.cols() == 3327);
     CHECK(citeseer->nodes.n_classes == 6);
     CHECK(citeseer->n_edges == 4552);
+  }
+  namespace {
+  // Sets an environment variable for one scope, restoring its previous value (or its absence).
+  class ScopedEnv {
+   public:
+    ScopedEnv(const char* name, const char* value) : name_(name) {
+      if (const char* old = std::getenv(name); old != nullptr) old_ = old;
+      if (value != nullptr) {
+        ::setenv(name, value, 1);
+      } else {
+        ::unsetenv(name);
+      }
+    }
+    ~ScopedEnv() {
+      if (old_) {
+        ::setenv(name_.c_str(), old_->c_str(), 1);
+      } else {
+        ::unsetenv(name_.c_str());
+      }
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+   private:
+    std::string name_;
+    std::optional<std::string> old_;
+  };
+
+  void make_data_set(const std::string& data_dir, const std::string& name) {
+    std::filesystem::create_directories(std::filesystem::path(data_dir) / name);
+  }
+  }  // namespace
+
+  TEST_CASE("find_data: $OPU_DATA overrides every other place, and is the only one searched") {
+    test::TempDir root("find_data_env");
+    make_data_set(root / "env", "planetoid");
+    make_data_set(root / "source", "planetoid");
+    DataSearch search;
+    search.env_dir = root / "env";
+    search.env_name = "OPU_DATA";
+    search.source_dir = root / "source";
+    search.cwd = root.str();
+    Result<std::string> found = find_data("planetoid", search);
+    REQUIRE_MESSAGE(found.ok(), found.status().to_string());
+    CHECK(*found == root / "env/planetoid");
+
+    // Set but without the data set: NOT_FOUND naming the variable, never a silent fallback.
+    Result<std::string> missing = find_data("movielens", search);
+    CHECK(missing.status().code() == StatusCode::kNotFound);
+    const std::string& message = missing.status().message();
+    CHECK(contains(message, root / "env/movielens"));
+    CHECK(contains(message, "$OPU_DATA"));
+    CHECK(contains(message, "unset it"));
+    CHECK_FALSE(contains(message, root / "source"));
+  }
+
+  TEST_CASE("find_data: source tree, then the executable's folder and parents, then the cwd's") {
+    test::TempDir root("find_data_order");
+    const std::string source = root / "source/data";
+    const std::string exe = root / "prefix/bin";
+    const std::string cwd = root / "work/sub";
+    std::filesystem::create_directories(exe);
+    std::filesystem::create_directories(cwd);
+    DataSearch search;
+    search.source_dir = source;
+    search.exe_dir = exe;
+    search.cwd = cwd;
+    // Only the current directory's parent has it.
+    make_data_set(root / "work/data", "tinyshakespeare");
+    Result<std::string> found = find_data("tinyshakespeare", search);
+    REQUIRE_MESSAGE(found.ok(), found.status().to_string());
+    CHECK(*found == root / "work/data/tinyshakespeare");
+    // The executable's parent comes before the current directory.
+    make_data_set(root / "prefix/data", "tinyshakespeare");
+    CHECK(*find_data("tinyshakespeare", search) == root / "prefix/data/tinyshakespeare");
+    // The compiled-in source folder comes first.
+    make_data_set(source, "tinyshakespeare");
+    CHECK(*find_data("tinyshakespeare", search) == source + "/tinyshakespeare");
+    // Files are found like folders; "" is the data folder itself.
+    std::ofstream(source + "/tinyshakespeare/input.txt") << "First Citizen:\n";
+    CHECK(*find_data("tinyshakespeare/input.txt", search) == source + "/tinyshakespeare/input.txt");
+    CHECK(*find_data("", search) == source);
+  }
+
+  TEST_CASE("find_data: not found lists every place searched, in order") {
+    test::TempDir root("find_data_none");
+    std::filesystem::create_directories(root / "a/b");
+    DataSearch search;
+    search.source_dir = root / "src/data";
+    search.exe_dir = root / "a/b";
+    search.cwd = root.str();
+    Result<std::string> missing = find_data("no-such-data-set", search);
+    REQUIRE(missing.status().code() == StatusCode::kNotFound);
+    const std::string& message = missing.status().message();
+    INFO(message);
+    // A name no machine has: the search goes up to the root folder.
+    const std::vector<std::string> expected = {
+        root / "src/data/no-such-data-set", root / "a/b/data/no-such-data-set",
+        root / "a/data/no-such-data-set", root / "data/no-such-data-set",
+        " /data/no-such-data-set"};
+    std::size_t at = 0;
+    for (const std::string& path : expected) {
+      const std::size_t next = message.find(path, at);
+      CHECK_MESSAGE(next != std::string::npos, path);
+      if (next != std::string::npos) at = next;
+    }
+    CHECK(contains(message, "'no-such-data-set' not found"));
+    CHECK(contains(message, "source tree"));
+    CHECK(contains(message, "executable"));
+    CHECK(contains(message, "set OPU_DATA"));
+    // The current directory's candidates are the executable's parents': each is listed once.
+    CHECK(message.find(root / "data/no-such-data-set") ==
+          message.rfind(root / "data/no-such-data-set"));
+
+    CHECK(find_data("../etc", search).status().code() == StatusCode::kInvalidArgument);
+    CHECK(find_data("/etc", search).status().code() == StatusCode::kInvalidArgument);
+  }
+
+  TEST_CASE("find_data: this process reads $OPU_DATA, then the deprecated $OPU_SHARED_DATA") {
+    {
+      ScopedEnv data("OPU_DATA", "/somewhere/data");
+      ScopedEnv shared("OPU_SHARED_DATA", "/elsewhere");
+      const DataSearch search = data_search_places();
+      CHECK(search.env_dir == "/somewhere/data");
+      CHECK(search.env_name == "OPU_DATA");
+    }
+    {
+      ScopedEnv data("OPU_DATA", nullptr);
+      ScopedEnv shared("OPU_SHARED_DATA", "/elsewhere");
+      const DataSearch search = data_search_places();
+      CHECK(search.env_dir == "/elsewhere");
+      CHECK(search.env_name == "OPU_SHARED_DATA");
+    }
+    ScopedEnv data("OPU_DATA", nullptr);
+    ScopedEnv shared("OPU_SHARED_DATA", nullptr);
+    const DataSearch search = data_search_places();
+    CHECK(search.env_dir.empty());
+    CHECK(search.source_dir == opu::test::data_dir());  // compiled in: the repository's data/
+    CHECK_FALSE(search.exe_dir.empty());
+    CHECK_FALSE(search.cwd.empty());
+    // With no setting, the shipped data sets are found in the repository.
+    Result<std::string> planetoid = find_data("planetoid");
+    REQUIRE_MESSAGE(planetoid.ok(), planetoid.status().to_string());
+    CHECK(*planetoid == opu::test::data_dir() + "/planetoid");
+  }
+
+  TEST_CASE("data/: every shipped file is there, with the size data/README.md gives") {
+    const std::vector<std::pair<std::string, std::uintmax_t>> files = {
+        {"planetoid/cora.content", 217930},     {"planetoid/cora.edges", 48436},
+        {"planetoid/cora.split", 5416},         {"planetoid/citeseer.content", 497296},
+        {"planetoid/citeseer.edges", 42413},    {"planetoid/citeseer.split", 6654},
+        {"tinyshakespeare/input.txt", 1115394}, {"movielens/ratings.csv", 2438266},
+        {"movielens/movies.csv", 437373},       {"README.md", 0}};
+    for (const auto& [name, bytes] : files) {
+      const std::filesystem::path path = std::filesystem::path(opu::test::data_dir()) / name;
+      INFO(path.string());
+      REQUIRE(std::filesystem::is_regular_file(path));
+      if (bytes > 0) CHECK(std::filesystem::file_size(path) == bytes);
+    }
   }
 }

@@ -22,15 +22,8 @@ TEST_SUITE("trainer") {
 
   namespace {
 
-  std::string cora_dir() { return opu::test::shared_data_dir() + "/planetoid"; }
-
-  // The sweeps train on Cora from ../shared/data (docs/design.md: tests may read it); a checkout
-  // without it skips them with a message rather than failing on a missing file.
-  bool have_cora() {
-    if (fs::exists(cora_dir() + "/cora.content")) return true;
-    MESSAGE("skipped: " << cora_dir() << "/cora.content not found (set OPU_SHARED_DATA)");
-    return false;
-  }
+  // The sweeps train on Cora from the repository's data/ folder; a missing file fails them.
+  std::string cora_dir() { return opu::test::data_dir() + "/planetoid"; }
 
   // A 5-epoch GCN on Cora: about 0.1 s a run.
   StudySpec tiny_spec() {
@@ -271,7 +264,6 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: a sweep stopped halfway and resumed writes the same files") {
-    if (!have_cora()) return;
     StudySpec spec = tiny_spec();
     spec.sweeps = {axis("adc_bits=3,8"), axis("threshold=0.05,0.3")};
     spec.matched_control = true;
@@ -304,7 +296,6 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: the SNR figures of device points and matched controls") {
-    if (!have_cora()) return;
     StudySpec spec = tiny_spec();
     spec.seeds = {1};
     spec.sweeps = {axis("adc_bits=3,10")};
@@ -329,7 +320,6 @@ TEST_SUITE("trainer") {
   }
 
   TEST_CASE("opu-study: a device that fails marks its runs failed and the sweep goes on") {
-    if (!have_cora()) return;
     SUBCASE("mid-run: the device refuses the training batch") {
       // max_batch 100 passes the SNR measurement (16 vectors) and fails at the first training
       // step (Cora's 140 training nodes).

@@ -147,11 +147,11 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                                                *o.dropout));
       task = std::make_unique<ImageTask>(*images, o.batch, o.seed);
     } else {
-      const std::string dir = o.data.empty() ? default_planetoid_dir() : o.data;
+      std::string dir = o.data;
       if (dir.empty()) {
-        return fail(not_found(
-            "--data: no Planetoid folder given and ../shared/data/planetoid not found from the "
-            "current directory or the executable's; pass --data DIR"));
+        Result<std::string> found = find_data("planetoid");
+        if (!found.ok()) return fail(not_found(found.status().message() + ", or pass --data DIR"));
+        dir = *found;
       }
       Result<GraphDataset> loaded = load_planetoid(dir, o.dataset);
       if (!loaded.ok()) return fail(loaded.status());

@@ -7,9 +7,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "log.h"
 
 namespace opu::trainer {
 namespace fs = std::filesystem;
@@ -349,23 +353,116 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
   return g;
 }
 
-std::string default_planetoid_dir() {
-  std::error_code ec;
-  auto ok = [&](const fs::path& p) { return fs::is_directory(p, ec); };
-  if (const char* shared = std::getenv("OPU_SHARED_DATA"); shared != nullptr && *shared != '\0') {
-    if (ok(fs::path(shared) / "planetoid")) return (fs::path(shared) / "planetoid").string();
-  }
-  std::vector<fs::path> starts = {fs::current_path(ec)};
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(exe.parent_path());
-  for (fs::path dir : starts) {
-    for (int up = 0; up < 8 && !dir.empty(); ++up) {
-      const fs::path candidate = dir / ".." / "shared" / "data" / "planetoid";
-      if (ok(candidate)) return fs::weakly_canonical(candidate, ec).string();
-      if (dir == dir.parent_path()) break;
-      dir = dir.parent_path();
+namespace {
+
+// The source tree's data/ folder, compiled in by trainer/CMakeLists.txt.
+#ifdef OPU_DATA_DIR
+constexpr const char* kSourceDataDir = OPU_DATA_DIR;
+#else
+constexpr const char* kSourceDataDir = "";
+#endif
+
+std::string env_value(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? std::string(value) : std::string();
+}
+
+}  // namespace
+
+DataSearch data_search_places() {
+  DataSearch search;
+  search.env_dir = env_value(kDataEnv);
+  search.env_name = kDataEnv;
+  if (search.env_dir.empty()) {
+    search.env_dir = env_value(kDeprecatedDataEnv);
+    if (!search.env_dir.empty()) {
+      search.env_name = kDeprecatedDataEnv;
+      static std::once_flag warned;
+      std::call_once(warned, [&] {
+        logger()->warn("{} is deprecated: set {} instead (using {} = {})", kDeprecatedDataEnv,
+                       kDataEnv, kDeprecatedDataEnv, search.env_dir);
+      });
     }
   }
+  search.source_dir = kSourceDataDir;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) search.exe_dir = exe.parent_path().string();
+  const fs::path cwd = fs::current_path(ec);
+  if (!ec) search.cwd = cwd.string();
+  return search;
+}
+
+Result<std::string> find_data(const std::string& name, const DataSearch& search) {
+  const fs::path relative(name);
+  if (relative.is_absolute() ||
+      std::any_of(relative.begin(), relative.end(), [](const fs::path& p) { return p == ".."; })) {
+    return invalid_argument("find_data: name '" + name +
+                            "', want a path inside the data folder (no leading '/', no '..')");
+  }
+  // Every candidate, in search order, with the reason it is searched (for the error message).
+  std::vector<std::pair<fs::path, std::string>> candidates;
+  auto add = [&](const fs::path& data_dir, const std::string& why) {
+    const fs::path path = (name.empty() ? data_dir : data_dir / relative).lexically_normal();
+    for (const auto& [seen, reason] : candidates) {
+      if (seen == path) return;
+    }
+    candidates.emplace_back(path, why);
+  };
+  auto add_with_parents = [&](const std::string& start, const std::string& why) {
+    if (start.empty()) return;
+    for (fs::path dir = fs::path(start).lexically_normal();; dir = dir.parent_path()) {
+      add(dir / "data", why);
+      if (dir == dir.parent_path() || dir.empty()) break;
+    }
+  };
+  if (!search.env_dir.empty()) {
+    add(search.env_dir, "$" + search.env_name);
+  } else {
+    if (!search.source_dir.empty()) add(search.source_dir, "the source tree's data folder");
+    add_with_parents(search.exe_dir, "the executable's folder and its parents");
+    add_with_parents(search.cwd, "the current directory and its parents");
+  }
+  std::error_code ec;
+  for (const auto& [path, why] : candidates) {
+    if (fs::exists(path, ec)) return path.string();
+  }
+  // "data: 'NAME' not found; looked for P1 (why); P2, P3 (why); ...; what to do".
+  const std::string what = name.empty() ? std::string("the data sets") : name;
+  std::string message = "data: ";
+  message.append(name.empty() ? "the data folder" : "'" + name + "'")
+      .append(" not found; looked for");
+  for (std::size_t k = 0; k < candidates.size(); ++k) {
+    const bool new_group = k == 0 || candidates[k].second != candidates[k - 1].second;
+    if (k > 0 && new_group) message.append(" (").append(candidates[k - 1].second).append(");");
+    message.append(new_group ? " " : ", ").append(candidates[k].first.string());
+  }
+  if (candidates.empty()) {
+    message.append(" nowhere (no place to search)");
+  } else {
+    message.append(" (").append(candidates.back().second).append(")");
+  }
+  if (!search.env_dir.empty()) {
+    message.append("; $").append(search.env_name).append(" names the only folder searched: point ");
+    message.append("it at a folder that holds ")
+        .append(what)
+        .append(", or unset it to search the ");
+    message.append("repository's data/");
+  } else {
+    message.append("; a clone of the repository has it in data/ (data/README.md), or set ");
+    message.append(kDataEnv).append(" to a folder that holds ").append(what);
+  }
+  return not_found(message);
+}
+
+Result<std::string> find_data(const std::string& name) {
+  return find_data(name, data_search_places());
+}
+
+std::string default_planetoid_dir() {
+  Result<std::string> dir = find_data("planetoid");
+  if (dir.ok()) return *dir;
+  logger()->warn("{}", dir.status().message());
   return "";
 }
 

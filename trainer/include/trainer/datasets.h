@@ -1,5 +1,6 @@
-// Datasets: IDX image/label files (MNIST, Fashion-MNIST or any image size and class count) and the
-// Planetoid citation graphs (Cora, CiteSeer) in the format of ../shared/data/README.md.
+// Datasets: IDX image/label files (MNIST, Fashion-MNIST or any image size and class count), the
+// Planetoid citation graphs (Cora, CiteSeer) in the format of data/README.md, and find_data():
+// where the data sets shipped in the repository's data/ folder are.
 //
 // Errors are values naming the file, the field, the value found and what was expected.
 #pragma once
@@ -78,9 +79,45 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
 Eigen::SparseMatrix<float> normalized_adjacency(
     std::int64_t n_nodes, const std::vector<std::pair<std::int64_t, std::int64_t>>& edges);
 
-/// Finds ../shared/data/planetoid: $OPU_SHARED_DATA/planetoid, then ../shared/data/planetoid
-/// relative to the current directory and each of its parents, then relative to the executable's
-/// directory and its parents. Returns "" when none exists.
+// --- The data folder -------------------------------------------------------------------------
+
+/// Names a data folder that replaces every default place (see find_data()).
+inline constexpr const char* kDataEnv = "OPU_DATA";
+/// Deprecated alias of kDataEnv, read only when kDataEnv is unset; a warning is logged once.
+inline constexpr const char* kDeprecatedDataEnv = "OPU_SHARED_DATA";
+
+/// The places find_data() searches. data_search_places() describes this process; tests build
+/// their own.
+struct DataSearch {
+  /// A data folder named by the environment ("" = none) and the variable that named it. When set,
+  /// it is the only place searched: an explicit setting is never silently passed over.
+  std::string env_dir;
+  std::string env_name;
+  /// The source tree's data/ folder, compiled into the library (OPU_DATA_DIR); "" = none.
+  std::string source_dir;
+  /// data/ is looked for in this folder and in each of its parents ("" = skipped): first the
+  /// executable's folder (a build tree inside the repository, or data/ copied beside an installed
+  /// binary), then the current directory.
+  std::string exe_dir;
+  std::string cwd;
+};
+
+/// This process's places: $OPU_DATA (else the deprecated $OPU_SHARED_DATA), the compiled-in
+/// source data folder, the executable's folder (/proc/self/exe) and the current directory.
+DataSearch data_search_places();
+
+/// Finds `name` — a data set's folder or file relative to a data folder ("planetoid",
+/// "tinyshakespeare/input.txt", "movielens/ratings.csv"), or "" for the data folder itself — in
+/// the places of `search`, in order: the environment's folder (alone, when set), the source tree's
+/// data/, data/ in the executable's folder and each of its parents, data/ in the current directory
+/// and each of its parents. Returns the first path that exists. NOT_FOUND lists every path tried,
+/// in order, and how to point at a copy; an absolute name or one with ".." is INVALID_ARGUMENT.
+/// Loaders of shipped data sets use this, so a clone of the repository works without a setting.
+Result<std::string> find_data(const std::string& name, const DataSearch& search);
+/// find_data(name, data_search_places()).
+Result<std::string> find_data(const std::string& name = "");
+
+/// find_data("planetoid"), or "" (with the search's error logged as a warning) when it is nowhere.
 std::string default_planetoid_dir();
 
 }  // namespace opu::trainer
