@@ -17,6 +17,8 @@ readonly PACKAGES=(
   dataset-fashion-mnist openssl
   # opu-study renders its plots (SVG) with gnuplot
   gnuplot-nox
+  # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP
+  clang libclang-rt-14-dev libomp-dev
 )
 
 missing=()

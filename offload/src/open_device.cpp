@@ -112,25 +112,35 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
   return options;
 }
 
+Result<sim::SimConfig> sim_config_from_uri(std::string_view uri_view) {
+  const std::string uri(uri_view);
+  if (!uri_view.starts_with("sim:")) {
+    return invalid_argument("open_device: '" + uri + "' is not a sim:// URI");
+  }
+  std::string_view rest = uri_view.substr(4);
+  if (rest.starts_with("//")) rest.remove_prefix(2);
+  if (rest.starts_with('/')) rest.remove_prefix(1);
+  if (!rest.empty() && rest.front() != '?') {
+    return invalid_argument("open_device: '" + uri +
+                            "': sim:// takes no host or path, only "
+                            "?name=value parameters");
+  }
+  if (!rest.empty()) rest.remove_prefix(1);
+  Result<std::map<std::string, std::string>> params = sim::parse_query(rest);
+  if (!params.ok()) return params.status().with_context("open_device: query of '" + uri + "'");
+  Result<sim::SimConfig> config = sim::SimConfig::from_params(*params);
+  if (!config.ok()) return config.status().with_context("open_device: '" + uri + "'");
+  return config;
+}
+
 Result<std::unique_ptr<sim::Device>> open_device(std::string_view uri_view) {
   const std::string uri(uri_view);
   const std::size_t colon = uri_view.find(':');
   const std::string scheme(colon == std::string_view::npos ? std::string_view()
                                                            : uri_view.substr(0, colon));
   if (scheme == "sim") {
-    std::string_view rest = uri_view.substr(colon + 1);
-    if (rest.starts_with("//")) rest.remove_prefix(2);
-    if (rest.starts_with('/')) rest.remove_prefix(1);
-    if (!rest.empty() && rest.front() != '?') {
-      return invalid_argument("open_device: '" + uri +
-                              "': sim:// takes no host or path, only "
-                              "?name=value parameters");
-    }
-    if (!rest.empty()) rest.remove_prefix(1);
-    Result<std::map<std::string, std::string>> params = sim::parse_query(rest);
-    if (!params.ok()) return params.status().with_context("open_device: query of '" + uri + "'");
-    Result<sim::SimConfig> config = sim::SimConfig::from_params(*params);
-    if (!config.ok()) return config.status().with_context("open_device: '" + uri + "'");
+    Result<sim::SimConfig> config = sim_config_from_uri(uri_view);
+    if (!config.ok()) return config.status();
     Result<std::unique_ptr<sim::SimDevice>> device = sim::SimDevice::create(*config);
     if (!device.ok()) return device.status().with_context("open_device: '" + uri + "'");
     return std::unique_ptr<sim::Device>(std::move(*device));

@@ -115,7 +115,12 @@ Result<std::string> read_text_file(const std::string& path, std::string_view wha
 Result<std::map<std::string, std::string>> read_json_params(const std::string& path) {
   Result<std::string> text = read_text_file(path, "config file");
   if (!text.ok()) return text.status();
-  nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  return parse_json_params(*text, path);
+}
+
+Result<std::map<std::string, std::string>> parse_json_params(std::string_view text,
+                                                             const std::string& path) {
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (json.is_discarded()) {
     return invalid_argument("config file '" + path + "' is not valid JSON");
   }

@@ -16,6 +16,7 @@
 
 #include "internal.h"
 #include "opu_sim/packing.h"
+#include "service.h"
 
 namespace opu::offload {
 namespace {
@@ -31,50 +32,6 @@ bool same_secret(std::string_view a, std::string_view b) {
   for (std::size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
   return diff == 0;
 }
-
-// Sizes and outcome of one request, for the debug log and the counters.
-struct RequestLog {
-  std::uint64_t request_id = 0;
-  std::int64_t batch = 0;
-  std::int64_t frames = 0;
-  std::int64_t bytes_in = 0;
-  std::int64_t bytes_out = 0;
-  bool recorded = false;  // already counted and logged (a stream's failing message)
-};
-
-// Counters. Atomics only: handlers run concurrently and must not contend on a lock for this.
-class Counters {
- public:
-  void record(bool is_request, const Status& status, const RequestLog& log) {
-    (is_request ? requests_ : get_info_).fetch_add(1, std::memory_order_relaxed);
-    const auto code = static_cast<std::size_t>(status.code());
-    by_code_[code < by_code_.size() ? code : static_cast<std::size_t>(StatusCode::kUnknown)]
-        .fetch_add(1, std::memory_order_relaxed);
-    bytes_in_.fetch_add(log.bytes_in, std::memory_order_relaxed);
-    if (status.ok()) {
-      frames_.fetch_add(log.frames, std::memory_order_relaxed);
-      bytes_out_.fetch_add(log.bytes_out, std::memory_order_relaxed);
-    }
-  }
-  std::atomic<std::int64_t>& in_flight() { return in_flight_; }
-
-  ServerStats snapshot() const {
-    ServerStats out;
-    out.requests = requests_.load();
-    out.get_info = get_info_.load();
-    out.frames = frames_.load();
-    out.bytes_in = bytes_in_.load();
-    out.bytes_out = bytes_out_.load();
-    out.in_flight = in_flight_.load();
-    for (std::size_t i = 0; i < by_code_.size(); ++i) out.by_code[i] = by_code_[i].load();
-    return out;
-  }
-
- private:
-  std::atomic<std::int64_t> requests_{0}, get_info_{0}, frames_{0}, bytes_in_{0}, bytes_out_{0};
-  std::atomic<std::int64_t> in_flight_{0};
-  std::array<std::atomic<std::int64_t>, 17> by_code_{};
-};
 
 // Wire-level checks of a TransformRequest: what the bytes must look like before anything reads
 // them. Device limits come next (sim::validate, inside Device::transform()).
@@ -161,234 +118,224 @@ Result<std::vector<float>> unpack_values(const pb::LinearTransformRequest& r) {
   return values;
 }
 
-class OpuService final : public pb::OpuDevice::Service {
- public:
-  OpuService(std::shared_ptr<sim::Device> device, const ServerOptions& options)
-      : device_(std::move(device)), info_(device_->info()), options_(options) {
-    info_.supports_linear = info_.supports_linear && options_.serve_linear;
-    to_wire(info_, &wire_info_);
-    wire_info_.set_max_message_bytes(options_.max_message_bytes);
+}  // namespace
+
+OpuService::OpuService(std::shared_ptr<sim::Device> device, const ServerOptions& options)
+    : device_(std::move(device)), info_(device_->info()), options_(options) {
+  info_.supports_linear = info_.supports_linear && options_.serve_linear;
+  to_wire(info_, &wire_info_);
+  wire_info_.set_max_message_bytes(options_.max_message_bytes);
+}
+
+void OpuService::drain(std::chrono::milliseconds grace) {
+  draining_.store(true);
+  std::unique_lock<std::mutex> lock(idle_mutex_);
+  idle_.wait_for(lock, grace, [&] { return counters_.in_flight().load() == 0; });
+}
+
+Status OpuService::authenticate(const grpc::ServerContext& context) const {
+  if (options_.token.empty()) return {};
+  const auto& metadata = context.client_metadata();
+  const auto found = metadata.find("authorization");
+  if (found == metadata.end()) {
+    return {StatusCode::kUnauthenticated,
+            "missing authorization metadata, want 'authorization: Bearer <token>'"};
   }
-
-  ServerStats stats() const { return counters_.snapshot(); }
-
-  // Graceful part of a shutdown: from now on new calls are refused with UNAVAILABLE (clients retry
-  // elsewhere or later); returns when the calls in flight have finished or `grace` has passed.
-  // gRPC's own Shutdown(deadline) would also wait for every idle client to acknowledge its GOAWAY,
-  // which a synchronous client does only when its backup poller runs (every 5 s).
-  void drain(std::chrono::milliseconds grace) {
-    draining_.store(true);
-    std::unique_lock<std::mutex> lock(idle_mutex_);
-    idle_.wait_for(lock, grace, [&] { return counters_.in_flight().load() == 0; });
+  const std::string_view value(found->second.data(), found->second.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!value.starts_with(kBearer)) {
+    return {StatusCode::kUnauthenticated, "authorization metadata is not 'Bearer <token>'"};
   }
-
-  grpc::Status GetInfo(grpc::ServerContext* context, const pb::GetInfoRequest* /*request*/,
-                       pb::DeviceInfo* response) override {
-    return guarded("GetInfo", *context, /*is_request=*/false, [&](RequestLog&) {
-      *response = wire_info_;
-      return Status{};
-    });
+  if (!same_secret(value.substr(kBearer.size()), options_.token)) {
+    return {StatusCode::kUnauthenticated, "wrong bearer token"};
   }
+  return {};
+}
 
-  grpc::Status Transform(grpc::ServerContext* context, const pb::TransformRequest* request,
-                         pb::TransformResponse* response) override {
-    return guarded("Transform", *context, /*is_request=*/true,
-                   [&](RequestLog& log) { return serve(*request, response, "Transform", log); });
-  }
-
-  grpc::Status TransformStream(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<pb::TransformResponse, pb::TransformRequest>* stream) override {
-    // The guard covers the stream as a whole (authentication, admission, exceptions); each message
-    // is counted and logged as a request of its own.
-    return guarded("TransformStream", *context, /*is_request=*/true, [&](RequestLog& stream_log) {
-      pb::TransformRequest request;
-      pb::TransformResponse response;
-      while (stream->Read(&request)) {
-        if (context->IsCancelled()) return Status(StatusCode::kCancelled, "stream cancelled");
-        RequestLog log;
-        const auto start = Clock::now();
-        Status status = serve(request, &response, "TransformStream", log);
-        finish("TransformStream", /*is_request=*/true, status, log, start);
-        if (!status.ok()) {
-          stream_log.recorded = true;
-          return status;
+template <typename Body>
+grpc::Status OpuService::guarded(std::string_view rpc, const grpc::ServerContext& context,
+                                 bool is_request, Body&& body) {
+  const auto start = Clock::now();
+  RequestLog log;
+  Status status = authenticate(context);
+  if (status.ok()) {
+    // Count first, then look at draining_: with both sequentially consistent, either drain()
+    // sees this call in flight or this call sees the drain.
+    const std::int64_t running = counters_.in_flight().fetch_add(1) + 1;
+    if (draining_.load()) {
+      status = unavailable(std::string(rpc) + ": server shutting down");
+    } else if (running > options_.max_inflight) {
+      status = {StatusCode::kResourceExhausted, std::string(rpc) + ": server busy, " +
+                                                    str(running) + " requests in flight, limit " +
+                                                    str(options_.max_inflight) + "; retry later"};
+    } else {
+      try {
+        if (options_.on_request_start) options_.on_request_start();
+        // A call whose client gave up (deadline passed, cancelled) while it waited for a thread
+        // is not worth device time.
+        if (context.IsCancelled()) {
+          status = {StatusCode::kCancelled,
+                    std::string(rpc) + ": cancelled or past its deadline before it started"};
+        } else {
+          status = body(log);
         }
-        if (!stream->Write(response)) {
-          return Status(StatusCode::kCancelled, "TransformStream: client went away");
-        }
-        response.Clear();
-      }
-      return Status{};
-    });
-  }
-
-  grpc::Status LinearTransform(grpc::ServerContext* context,
-                               const pb::LinearTransformRequest* request,
-                               pb::LinearTransformResponse* response) override {
-    return guarded("LinearTransform", *context, /*is_request=*/true,
-                   [&](RequestLog& log) { return serve(*request, response, log); });
-  }
-
- private:
-  Status serve(const pb::TransformRequest& request, pb::TransformResponse* response,
-               std::string_view rpc, RequestLog& log) {
-    log.request_id = request.request_id();
-    log.batch = request.batch();
-    log.bytes_in = static_cast<std::int64_t>(request.inputs().size());
-    OPU_RETURN_IF_ERROR(check_request(request, info_, rpc));
-    sim::TransformRequest call;
-    call.n_in = request.n_in();
-    call.n_out = request.n_out();
-    call.batch = request.batch();
-    // Read in place: the request's bytes are the frames.
-    call.inputs = {reinterpret_cast<const std::uint8_t*>(request.inputs().data()),
-                   request.inputs().size()};
-    call.exposure_us = request.exposure_us();
-    Result<sim::Frames> frames = device_->transform(call);
-    if (!frames.ok()) return frames.status().with_context(rpc);
-    response->set_n_out(frames->n_out);
-    response->set_batch(frames->batch);
-    response->set_adc_bits(frames->adc_bits);
-    assign_bytes(response->mutable_frames(), frames->data.data(), frames->data.size());
-    to_wire(frames->info, response->mutable_info());
-    response->set_request_id(request.request_id());
-    log.frames = frames->info.frames;
-    log.bytes_out = static_cast<std::int64_t>(frames->data.size());
-    return {};
-  }
-
-  Status serve(const pb::LinearTransformRequest& request, pb::LinearTransformResponse* response,
-               RequestLog& log) {
-    log.request_id = request.request_id();
-    log.batch = request.batch();
-    log.bytes_in = static_cast<std::int64_t>(request.values().size());
-    if (!options_.serve_linear) {
-      return unimplemented(
-          "LinearTransform: this device takes frames only (supports_linear = false); linearise "
-          "from Transform frames on the client side");
-    }
-    OPU_RETURN_IF_ERROR(check_request(request, info_));
-    Result<std::vector<float>> values = unpack_values(request);
-    if (!values.ok()) return values.status();
-    sim::LinearRequest call;
-    call.n_in = request.n_in();
-    call.n_out = request.n_out();
-    call.batch = request.batch();
-    call.values = *values;
-    call.options = linear_options_from_wire(request);
-    Result<sim::Projections> projections = device_->linear_transform(call);
-    if (!projections.ok()) return projections.status().with_context("LinearTransform");
-    const Eigen::MatrixXf& p = projections->values;
-    OPU_CHECK(p.rows() == request.n_out() && p.cols() == request.batch(),
-              "device returned projections of the wrong shape");
-    response->set_n_out(p.rows());
-    response->set_batch(p.cols());
-    // n_out x batch column-major is batch x n_out sample after sample: the wire layout.
-    assign_bytes(response->mutable_projections(), p.data(),
-                 static_cast<std::size_t>(p.size()) * sizeof(float));
-    to_wire(projections->info, response->mutable_info());
-    response->set_request_id(request.request_id());
-    log.frames = projections->info.frames;
-    log.bytes_out = static_cast<std::int64_t>(response->projections().size());
-    return {};
-  }
-
-  Status authenticate(const grpc::ServerContext& context) const {
-    if (options_.token.empty()) return {};
-    const auto& metadata = context.client_metadata();
-    const auto found = metadata.find("authorization");
-    if (found == metadata.end()) {
-      return {StatusCode::kUnauthenticated,
-              "missing authorization metadata, want 'authorization: Bearer <token>'"};
-    }
-    const std::string_view value(found->second.data(), found->second.size());
-    constexpr std::string_view kBearer = "Bearer ";
-    if (!value.starts_with(kBearer)) {
-      return {StatusCode::kUnauthenticated, "authorization metadata is not 'Bearer <token>'"};
-    }
-    if (!same_secret(value.substr(kBearer.size()), options_.token)) {
-      return {StatusCode::kUnauthenticated, "wrong bearer token"};
-    }
-    return {};
-  }
-
-  // Runs one handler: authentication, admission, the body, and a catch-all, so that no exception
-  // reaches gRPC (it would become UNKNOWN) and nothing aborts the server.
-  template <typename Body>
-  grpc::Status guarded(std::string_view rpc, const grpc::ServerContext& context, bool is_request,
-                       Body&& body) {
-    const auto start = Clock::now();
-    RequestLog log;
-    Status status = authenticate(context);
-    if (status.ok()) {
-      // Count first, then look at draining_: with both sequentially consistent, either drain()
-      // sees this call in flight or this call sees the drain.
-      const std::int64_t running = counters_.in_flight().fetch_add(1) + 1;
-      if (draining_.load()) {
-        status = unavailable(std::string(rpc) + ": server shutting down");
-      } else if (running > options_.max_inflight) {
-        status = {StatusCode::kResourceExhausted, std::string(rpc) + ": server busy, " +
-                                                      str(running) + " requests in flight, limit " +
-                                                      str(options_.max_inflight) + "; retry later"};
-      } else {
-        try {
-          if (options_.on_request_start) options_.on_request_start();
-          // A call whose client gave up (deadline passed, cancelled) while it waited for a thread
-          // is not worth device time.
-          if (context.IsCancelled()) {
-            status = {StatusCode::kCancelled,
-                      std::string(rpc) + ": cancelled or past its deadline before it started"};
-          } else {
-            status = body(log);
-          }
-        } catch (const StatusError& e) {
-          status = e.status().with_context(rpc);
-        } catch (const std::bad_alloc&) {
-          status = {StatusCode::kResourceExhausted, std::string(rpc) + ": out of memory"};
-        } catch (const std::exception& e) {
-          status = internal_error(std::string(rpc) + ": unexpected exception: " + e.what());
-        } catch (...) {
-          status = internal_error(std::string(rpc) + ": unexpected non-standard exception");
-        }
-      }
-      counters_.in_flight().fetch_sub(1);
-      if (draining_.load()) {
-        const std::lock_guard<std::mutex> lock(idle_mutex_);
-        idle_.notify_all();
+      } catch (const StatusError& e) {
+        status = e.status().with_context(rpc);
+      } catch (const std::bad_alloc&) {
+        status = {StatusCode::kResourceExhausted, std::string(rpc) + ": out of memory"};
+      } catch (const std::exception& e) {
+        status = internal_error(std::string(rpc) + ": unexpected exception: " + e.what());
+      } catch (...) {
+        status = internal_error(std::string(rpc) + ": unexpected non-standard exception");
       }
     }
-    // A stream's messages are counted one by one; the stream itself only when it fails on its own
-    // (authentication, admission, an exception).
-    const bool stream = rpc == "TransformStream";
-    if (!stream || (!status.ok() && !log.recorded)) finish(rpc, is_request, status, log, start);
-    return to_grpc(status);
-  }
-
-  void finish(std::string_view rpc, bool is_request, const Status& status, const RequestLog& log,
-              Clock::time_point start) {
-    counters_.record(is_request, status, log);
-    auto& out = logger();
-    if (status.code() == StatusCode::kInternal || status.code() == StatusCode::kUnknown) {
-      out.warn("{} id={} failed: {}", rpc, log.request_id, status.to_string());  // a bug
-    } else if (out.should_log(spdlog::level::debug)) {
-      const auto us =
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
-      out.debug("{} id={} batch={} bytes_in={} bytes_out={} frames={} latency_us={} {}", rpc,
-                log.request_id, log.batch, log.bytes_in, log.bytes_out, log.frames, us,
-                status_code_name(status.code()));
+    counters_.in_flight().fetch_sub(1);
+    if (draining_.load()) {
+      const std::lock_guard<std::mutex> lock(idle_mutex_);
+      idle_.notify_all();
     }
   }
+  // A stream's messages are counted one by one; the stream itself only when it fails on its own
+  // (authentication, admission, an exception).
+  const bool stream = rpc == "TransformStream";
+  if (!stream || (!status.ok() && !log.recorded)) finish(rpc, is_request, status, log, start);
+  return to_grpc(status);
+}
 
-  const std::shared_ptr<sim::Device> device_;
-  sim::DeviceInfo info_;  // const after construction
-  pb::DeviceInfo wire_info_;
-  const ServerOptions options_;
-  Counters counters_;
-  std::atomic<bool> draining_{false};
-  std::mutex idle_mutex_;  // only for waiting on idle_ during a drain
-  std::condition_variable idle_;
-};
+void OpuService::finish(std::string_view rpc, bool is_request, const Status& status,
+                        const RequestLog& log, Clock::time_point start) {
+  counters_.record(is_request, status, log);
+  auto& out = logger();
+  if (status.code() == StatusCode::kInternal || status.code() == StatusCode::kUnknown) {
+    out.warn("{} id={} failed: {}", rpc, log.request_id, status.to_string());  // a bug
+  } else if (out.should_log(spdlog::level::debug)) {
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+    out.debug("{} id={} batch={} bytes_in={} bytes_out={} frames={} latency_us={} {}", rpc,
+              log.request_id, log.batch, log.bytes_in, log.bytes_out, log.frames, us,
+              status_code_name(status.code()));
+  }
+}
+
+grpc::Status OpuService::GetInfo(grpc::ServerContext* context,
+                                 const pb::GetInfoRequest* /*request*/, pb::DeviceInfo* response) {
+  return guarded("GetInfo", *context, /*is_request=*/false, [&](RequestLog&) {
+    *response = wire_info_;
+    return Status{};
+  });
+}
+
+grpc::Status OpuService::Transform(grpc::ServerContext* context,
+                                   const pb::TransformRequest* request,
+                                   pb::TransformResponse* response) {
+  return guarded("Transform", *context, /*is_request=*/true,
+                 [&](RequestLog& log) { return serve(*request, response, "Transform", log); });
+}
+
+grpc::Status OpuService::TransformStream(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<pb::TransformResponse, pb::TransformRequest>* stream) {
+  return serve_stream(*context, *stream);
+}
+
+grpc::Status OpuService::serve_stream(
+    grpc::ServerContext& context,
+    grpc::ServerReaderWriterInterface<pb::TransformResponse, pb::TransformRequest>& stream) {
+  // The guard covers the stream as a whole (authentication, admission, exceptions); each message
+  // is counted and logged as a request of its own.
+  return guarded("TransformStream", context, /*is_request=*/true, [&](RequestLog& stream_log) {
+    pb::TransformRequest request;
+    pb::TransformResponse response;
+    while (stream.Read(&request)) {
+      if (context.IsCancelled()) return Status(StatusCode::kCancelled, "stream cancelled");
+      RequestLog log;
+      const auto start = Clock::now();
+      Status status = serve(request, &response, "TransformStream", log);
+      finish("TransformStream", /*is_request=*/true, status, log, start);
+      if (!status.ok()) {
+        stream_log.recorded = true;
+        return status;
+      }
+      if (!stream.Write(response)) {
+        return Status(StatusCode::kCancelled, "TransformStream: client went away");
+      }
+      response.Clear();
+    }
+    return Status{};
+  });
+}
+
+grpc::Status OpuService::LinearTransform(grpc::ServerContext* context,
+                                         const pb::LinearTransformRequest* request,
+                                         pb::LinearTransformResponse* response) {
+  return guarded("LinearTransform", *context, /*is_request=*/true,
+                 [&](RequestLog& log) { return serve(*request, response, log); });
+}
+
+Status OpuService::serve(const pb::TransformRequest& request, pb::TransformResponse* response,
+                         std::string_view rpc, RequestLog& log) {
+  log.request_id = request.request_id();
+  log.batch = request.batch();
+  log.bytes_in = static_cast<std::int64_t>(request.inputs().size());
+  OPU_RETURN_IF_ERROR(check_request(request, info_, rpc));
+  sim::TransformRequest call;
+  call.n_in = request.n_in();
+  call.n_out = request.n_out();
+  call.batch = request.batch();
+  // Read in place: the request's bytes are the frames.
+  call.inputs = {reinterpret_cast<const std::uint8_t*>(request.inputs().data()),
+                 request.inputs().size()};
+  call.exposure_us = request.exposure_us();
+  Result<sim::Frames> frames = device_->transform(call);
+  if (!frames.ok()) return frames.status().with_context(rpc);
+  response->set_n_out(frames->n_out);
+  response->set_batch(frames->batch);
+  response->set_adc_bits(frames->adc_bits);
+  assign_bytes(response->mutable_frames(), frames->data.data(), frames->data.size());
+  to_wire(frames->info, response->mutable_info());
+  response->set_request_id(request.request_id());
+  log.frames = frames->info.frames;
+  log.bytes_out = static_cast<std::int64_t>(frames->data.size());
+  return {};
+}
+
+Status OpuService::serve(const pb::LinearTransformRequest& request,
+                         pb::LinearTransformResponse* response, RequestLog& log) {
+  log.request_id = request.request_id();
+  log.batch = request.batch();
+  log.bytes_in = static_cast<std::int64_t>(request.values().size());
+  if (!options_.serve_linear) {
+    return unimplemented(
+        "LinearTransform: this device takes frames only (supports_linear = false); linearise "
+        "from Transform frames on the client side");
+  }
+  OPU_RETURN_IF_ERROR(check_request(request, info_));
+  Result<std::vector<float>> values = unpack_values(request);
+  if (!values.ok()) return values.status();
+  sim::LinearRequest call;
+  call.n_in = request.n_in();
+  call.n_out = request.n_out();
+  call.batch = request.batch();
+  call.values = *values;
+  call.options = linear_options_from_wire(request);
+  Result<sim::Projections> projections = device_->linear_transform(call);
+  if (!projections.ok()) return projections.status().with_context("LinearTransform");
+  const Eigen::MatrixXf& p = projections->values;
+  OPU_CHECK(p.rows() == request.n_out() && p.cols() == request.batch(),
+            "device returned projections of the wrong shape");
+  response->set_n_out(p.rows());
+  response->set_batch(p.cols());
+  // n_out x batch column-major is batch x n_out sample after sample: the wire layout.
+  assign_bytes(response->mutable_projections(), p.data(),
+               static_cast<std::size_t>(p.size()) * sizeof(float));
+  to_wire(projections->info, response->mutable_info());
+  response->set_request_id(request.request_id());
+  log.frames = projections->info.frames;
+  log.bytes_out = static_cast<std::int64_t>(response->projections().size());
+  return {};
+}
+
+namespace {
 
 int clamp_to_int(std::int64_t value) {
   return static_cast<int>(std::clamp<std::int64_t>(value, 1, INT_MAX));
@@ -420,6 +367,50 @@ std::string ServerStats::summary() const {
   text << ", in flight " << in_flight;
   return text.str();
 }
+
+namespace {
+
+// A request that does not parse as its protobuf message never reaches a handler: gRPC answers it
+// INTERNAL with an empty message, the code docs/offload.md keeps for bugs. It is a malformed
+// request, so it becomes INVALID_ARGUMENT saying what is wrong. Unary calls only: in a stream, a
+// message that does not parse ends Read() like the client's half-close, indistinguishably, and the
+// stream ends OK after the answers to the messages before it (docs/offload.md, "Soak").
+class UnparsedRequestInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit UnparsedRequestInterceptor(grpc::experimental::ServerRpcInfo* info) : info_(info) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using Hook = grpc::experimental::InterceptionHookPoints;
+    if (info_->type() == grpc::experimental::ServerRpcInfo::Type::UNARY) {
+      if (methods->QueryInterceptionHookPoint(Hook::POST_RECV_MESSAGE) &&
+          methods->GetRecvMessage() == nullptr) {
+        unparsed_ = true;
+      }
+      if (unparsed_ && methods->QueryInterceptionHookPoint(Hook::PRE_SEND_STATUS) &&
+          methods->GetSendStatus().error_code() == grpc::StatusCode::INTERNAL) {
+        methods->ModifySendStatus(grpc::Status(
+            grpc::StatusCode::INVALID_ARGUMENT,
+            std::string(info_->method()) + ": the request is not a valid protobuf message of "
+                                           "its type (opu/v1/opu.proto)"));
+      }
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  bool unparsed_ = false;
+};
+
+class UnparsedRequestInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    return new UnparsedRequestInterceptor(info);
+  }
+};
+
+}  // namespace
 
 struct Server::Impl {
   std::unique_ptr<OpuService> service;
@@ -466,6 +457,9 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<sim::Device> devic
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, credentials, &impl->port);
   builder.RegisterService(impl->service.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<UnparsedRequestInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.SetMaxReceiveMessageSize(clamp_to_int(options.max_message_bytes));
   builder.SetMaxSendMessageSize(clamp_to_int(options.max_message_bytes));
   // HTTP/2 flow control sized for bulk payloads: with the default 64 KiB window every larger

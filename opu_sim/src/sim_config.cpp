@@ -204,8 +204,9 @@ Result<SimConfig> SimConfig::from_params(const std::map<std::string, std::string
   for (const auto& [name, value] : values) {
     if (name == "camera") continue;
     const auto& table = params();
-    const auto param =
-        std::find_if(table.begin(), table.end(), [&](const Param& p) { return p.name == name; });
+    // An init-capture: clang before 16 cannot capture a structured binding.
+    const auto param = std::find_if(table.begin(), table.end(),
+                                    [&key = name](const Param& p) { return p.name == key; });
     if (param == table.end()) {
       std::string known;
       for (const Param& p : table) known += (known.empty() ? "" : ", ") + p.name;

@@ -63,7 +63,10 @@ std::string shape_string(const std::vector<std::int64_t>& dims) {
 Result<IdxArray> read_idx(const std::string& path) {
   Result<std::vector<std::uint8_t>> bytes = read_maybe_gzip(path);
   if (!bytes.ok()) return bytes.status();
-  const std::vector<std::uint8_t>& b = *bytes;
+  return parse_idx(*bytes, path);
+}
+
+Result<IdxArray> parse_idx(std::span<const std::uint8_t> b, const std::string& path) {
   if (b.size() < 4) {
     return data_loss(path + ": " + std::to_string(b.size()) + " bytes, want an IDX header");
   }
@@ -85,7 +88,11 @@ Result<IdxArray> read_idx(const std::string& path) {
                      std::to_string(header) + ")");
   }
   IdxArray array;
+  const auto have = static_cast<std::int64_t>(b.size() - header);
+  // Four 32-bit dimensions can multiply past 64 bits: the product is formed only while it stays
+  // within the bytes present, and a shape that needs more is a truncated file.
   std::int64_t count = 1;
+  bool beyond_file = false;
   for (int d = 0; d < n_dims; ++d) {
     const std::size_t o = 4 + 4 * static_cast<std::size_t>(d);
     const std::int64_t dim = (static_cast<std::int64_t>(b[o]) << 24) |
@@ -96,9 +103,13 @@ Result<IdxArray> read_idx(const std::string& path) {
                        ", want > 0");
     }
     array.dims.push_back(dim);
-    count *= dim;
+    beyond_file = beyond_file || count > have / dim;
+    if (!beyond_file) count *= dim;
   }
-  const auto have = static_cast<std::int64_t>(b.size() - header);
+  if (beyond_file) {
+    return data_loss(path + ": " + std::to_string(have) + " data bytes, want more for shape " +
+                     shape_string(array.dims) + " (truncated)");
+  }
   if (have != count) {
     return data_loss(path + ": " + std::to_string(have) + " data bytes, want " +
                      std::to_string(count) + " for shape " + shape_string(array.dims) +
@@ -236,9 +247,8 @@ Eigen::SparseMatrix<float> normalized_adjacency(
 }
 
 namespace {
-Result<std::vector<std::string>> read_lines(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return not_found(path + ": no such file");
+// The non-empty lines of a text, without their line ends.
+std::vector<std::string> split_lines(std::istream& in) {
   std::vector<std::string> lines;
   std::string line;
   while (std::getline(in, line)) {
@@ -246,6 +256,19 @@ Result<std::vector<std::string>> read_lines(const std::string& path) {
     if (!line.empty()) lines.push_back(line);
   }
   return lines;
+}
+
+std::vector<std::string> split_lines(std::string_view text) {
+  std::istringstream in{std::string(text)};
+  return split_lines(in);
+}
+
+Result<std::string> read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return not_found(path + ": no such file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 bool parse_int(const std::string& text, std::int64_t& value) {
@@ -258,20 +281,31 @@ bool parse_int(const std::string& text, std::int64_t& value) {
 
 Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& name) {
   const std::string base = (fs::path(dir) / name).string();
+  Result<std::string> content = read_text(base + ".content");
+  if (!content.ok()) return content.status();
+  Result<std::string> edges = read_text(base + ".edges");
+  if (!edges.ok()) return edges.status();
+  Result<std::string> split = read_text(base + ".split");
+  if (!split.ok()) return split.status();
+  return parse_planetoid(*content, *edges, *split, name, base);
+}
+
+Result<GraphDataset> parse_planetoid(std::string_view content_text, std::string_view edges_text,
+                                     std::string_view split_text, const std::string& name,
+                                     const std::string& base) {
   GraphDataset g;
   g.name = name;
   // NAME.content: label<TAB>active feature indices.
   const std::string content_path = base + ".content";
-  Result<std::vector<std::string>> content = read_lines(content_path);
-  if (!content.ok()) return content.status();
-  const auto n_nodes = static_cast<std::int64_t>(content->size());
+  const std::vector<std::string> content = split_lines(content_text);
+  const auto n_nodes = static_cast<std::int64_t>(content.size());
   if (n_nodes == 0) return data_loss(content_path + ": empty, want one line per node");
   std::vector<std::vector<std::int64_t>> active(static_cast<std::size_t>(n_nodes));
   g.nodes.labels.resize(static_cast<std::size_t>(n_nodes));
   std::int64_t n_features = 0;
   std::int32_t max_label = -1;
   for (std::int64_t i = 0; i < n_nodes; ++i) {
-    const std::string& line = (*content)[static_cast<std::size_t>(i)];
+    const std::string& line = content[static_cast<std::size_t>(i)];
     const std::size_t tab = line.find('\t');
     std::int64_t label = 0;
     if (tab == std::string::npos || !parse_int(line.substr(0, tab), label) || label < -1) {
@@ -304,16 +338,15 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
   }
   // NAME.edges: "u v", u < v, no self-loops.
   const std::string edges_path = base + ".edges";
-  Result<std::vector<std::string>> edge_lines = read_lines(edges_path);
-  if (!edge_lines.ok()) return edge_lines.status();
+  const std::vector<std::string> edge_lines = split_lines(edges_text);
   std::vector<std::pair<std::int64_t, std::int64_t>> edges;
-  edges.reserve(edge_lines->size());
-  for (std::size_t k = 0; k < edge_lines->size(); ++k) {
-    std::istringstream in((*edge_lines)[k]);
+  edges.reserve(edge_lines.size());
+  for (std::size_t k = 0; k < edge_lines.size(); ++k) {
+    std::istringstream in(edge_lines[k]);
     std::string su, sv, extra;
     std::int64_t u = 0, v = 0;
     if (!(in >> su >> sv) || (in >> extra) || !parse_int(su, u) || !parse_int(sv, v)) {
-      return data_loss(edges_path + ":" + std::to_string(k + 1) + ": '" + (*edge_lines)[k] +
+      return data_loss(edges_path + ":" + std::to_string(k + 1) + ": '" + edge_lines[k] +
                        "', want two node indices 'u v'");
     }
     if (u < 0 || v < 0 || u >= n_nodes || v >= n_nodes || u == v) {
@@ -329,19 +362,18 @@ Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& n
       std::make_shared<const Eigen::SparseMatrix<float>>(normalized_adjacency(n_nodes, edges));
   // NAME.split: one of 0..3 per node.
   const std::string split_path = base + ".split";
-  Result<std::vector<std::string>> split = read_lines(split_path);
-  if (!split.ok()) return split.status();
-  if (static_cast<std::int64_t>(split->size()) != n_nodes) {
-    return invalid_argument(split_path + ": " + std::to_string(split->size()) +
+  const std::vector<std::string> split = split_lines(split_text);
+  if (static_cast<std::int64_t>(split.size()) != n_nodes) {
+    return invalid_argument(split_path + ": " + std::to_string(split.size()) +
                             " lines, want one per node (" + std::to_string(n_nodes) + " in " +
                             content_path + ")");
   }
   g.split.resize(static_cast<std::size_t>(n_nodes));
   for (std::int64_t i = 0; i < n_nodes; ++i) {
     std::int64_t s = 0;
-    if (!parse_int((*split)[static_cast<std::size_t>(i)], s) || s < 0 || s > 3) {
+    if (!parse_int(split[static_cast<std::size_t>(i)], s) || s < 0 || s > 3) {
       return data_loss(split_path + ":" + std::to_string(i + 1) + ": '" +
-                       (*split)[static_cast<std::size_t>(i)] + "', want 0, 1, 2 or 3");
+                       split[static_cast<std::size_t>(i)] + "', want 0, 1, 2 or 3");
     }
     if (s != 0 && g.nodes.labels[static_cast<std::size_t>(i)] < 0) {
       return invalid_argument(split_path + ":" + std::to_string(i + 1) + ": node " +

@@ -31,28 +31,12 @@ std::string parameter_list() {
   return text.str();
 }
 
-// "epochs=3" -> {"epochs": 3}: the value as JSON when it parses (numbers, true, [256,256]),
-// else as a string.
-opu::Status apply_train_setting(const std::string& setting, nlohmann::json& train) {
-  const std::size_t eq = setting.find('=');
-  if (eq == std::string::npos || eq == 0) {
-    return opu::invalid_argument("--train '" + setting + "' is not NAME=VALUE");
-  }
-  const std::string value = setting.substr(eq + 1);
-  nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
-  train[setting.substr(0, eq)] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
-  return {};
-}
-
 opu::Status read_config(const std::string& path, nlohmann::json& train) {
   std::ifstream in(path);
   if (!in) return opu::not_found("--config " + path + ": no such file");
-  const nlohmann::json json = nlohmann::json::parse(in, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) {
-    return opu::invalid_argument("--config " + path + ": want a JSON object of opu-train options");
-  }
-  train.update(json);
-  return {};
+  std::ostringstream text;
+  text << in.rdbuf();
+  return opu::trainer::study::apply_train_config(text.str(), path, train);
 }
 
 opu::Status apply_controls(const std::vector<std::string>& controls, StudySpec& spec) {
@@ -145,7 +129,7 @@ int main(int argc, char** argv) {
   opu::Status status;
   if (!config_path.empty()) status = read_config(config_path, spec.train);
   for (const std::string& s : train_settings) {
-    if (status.ok()) status = apply_train_setting(s, spec.train);
+    if (status.ok()) status = opu::trainer::study::apply_train_setting(s, spec.train);
   }
   if (status.ok()) status = apply_controls(controls, spec);
   for (const std::string& text : sweeps) {

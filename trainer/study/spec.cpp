@@ -57,6 +57,7 @@ std::vector<std::string> split(const std::string& text, char separator) {
 }
 
 // "lo:hi" or "lo:hi:step", inclusive, with a tolerance of a millionth of a step for decimals.
+constexpr int kMaxRangeValues = 1000;
 Result<std::vector<std::string>> expand_range(const std::string& what, const std::string& text) {
   const std::vector<std::string> parts = split(text, ':');
   if (parts.size() < 2 || parts.size() > 3) {
@@ -76,8 +77,18 @@ Result<std::vector<std::string>> expand_range(const std::string& what, const std
     return invalid_argument(what + ": range '" + text + "' has step " + format_number(step) +
                             ", want > 0");
   }
+  // Counted before any value is made, and each value computed from its index: "0:1e9" would
+  // otherwise fill the memory, and a step below the values' resolution would never advance.
+  const double span = (*hi - *lo) / step + 1e-6;
+  if (span >= kMaxRangeValues) {
+    return invalid_argument(what + ": range '" + text + "' has more than " +
+                            std::to_string(kMaxRangeValues) + " values, want at most " +
+                            std::to_string(kMaxRangeValues) + " (one training run per value)");
+  }
   std::vector<std::string> values;
-  for (double v = *lo; v <= *hi + 1e-6 * step; v += step) values.push_back(format_number(v));
+  for (int k = 0; span >= 0.0 && k <= static_cast<int>(span); ++k) {
+    values.push_back(format_number(*lo + k * step));
+  }
   if (values.empty()) {
     return invalid_argument(what + ": range '" + text + "' is empty (lo " + format_number(*lo) +
                             " > hi " + format_number(*hi) + ")");
@@ -157,6 +168,27 @@ Result<AxisKind> axis_kind(const std::string& name) {
   std::string known;
   for (const auto& p : sweep_parameters()) known += (known.empty() ? "" : ", ") + p.first;
   return invalid_argument("--sweep: unknown parameter '" + name + "', want one of: " + known);
+}
+
+Status apply_train_config(std::string_view text, const std::string& source,
+                          nlohmann::json& train) {
+  const nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) {
+    return invalid_argument("--config " + source + ": want a JSON object of opu-train options");
+  }
+  train.update(json);
+  return {};
+}
+
+Status apply_train_setting(const std::string& setting, nlohmann::json& train) {
+  const std::size_t eq = setting.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return invalid_argument("--train '" + setting + "' is not NAME=VALUE");
+  }
+  const std::string value = setting.substr(eq + 1);
+  nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
+  train[setting.substr(0, eq)] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
+  return {};
 }
 
 Result<SweepAxis> parse_sweep(const std::string& text) {

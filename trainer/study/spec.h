@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config.h"
@@ -72,6 +73,13 @@ struct StudySpec {
 std::vector<std::pair<std::string, std::string>> sweep_parameters();
 /// AxisKind of a name; INVALID_ARGUMENT listing the known names.
 Result<AxisKind> axis_kind(const std::string& name);
+
+/// --config FILE's content: a JSON object of opu-train options, merged into `train` (its names
+/// replace those already there). `source` names it in errors.
+Status apply_train_config(std::string_view text, const std::string& source, nlohmann::json& train);
+/// --train NAME=VALUE: "epochs=3" -> {"epochs": 3}; the value as JSON when it parses (numbers,
+/// true, [256,256]), else as a string.
+Status apply_train_setting(const std::string& setting, nlohmann::json& train);
 
 /// "adc_bits=2,4,8" or "adc_bits=1:12" or "adc_bits=2:12:2" (inclusive integer or decimal steps).
 /// INVALID_ARGUMENT for an unknown name, an empty range, a malformed range or a bad value.

@@ -18,6 +18,7 @@
 
 #include "offload/remote_device.h"
 #include "opu_sim/device.h"
+#include "opu_sim/sim_device.h"
 #include "opu_sim/status.h"
 
 namespace opu::offload {
@@ -29,5 +30,8 @@ Result<std::unique_ptr<sim::Device>> open_device(std::string_view uri);
 
 /// The client options a grpc:// or grpcs:// URI describes (reads the token and CA files).
 Result<RemoteOptions> remote_options_from_uri(std::string_view uri);
+
+/// The simulator a sim:// URI describes (what open_device() creates), checked but not built.
+Result<sim::SimConfig> sim_config_from_uri(std::string_view uri);
 
 }  // namespace opu::offload

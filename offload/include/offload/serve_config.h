@@ -9,6 +9,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -51,6 +52,9 @@ Status apply_serve_params(const std::map<std::string, std::string>& params, Serv
 
 /// Reads a JSON config file (one flat object) into name -> value strings.
 Result<std::map<std::string, std::string>> read_json_params(const std::string& path);
+/// The same for a config file's content; `path` names it in errors.
+Result<std::map<std::string, std::string>> parse_json_params(std::string_view text,
+                                                             const std::string& path);
 
 /// Whole file as text; NOT_FOUND / INVALID_ARGUMENT naming `what` and the path.
 Result<std::string> read_text_file(const std::string& path, std::string_view what);

@@ -9,7 +9,9 @@
 #include <Eigen/SparseCore>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "opu_sim/status.h"
@@ -32,6 +34,9 @@ struct IdxArray {
 /// Reads an IDX file, gzip-compressed or not (zlib reads both). NOT_FOUND when missing,
 /// DATA_LOSS when truncated or malformed.
 Result<IdxArray> read_idx(const std::string& path);
+/// The IDX content of `bytes` (already decompressed): read_idx() without the file. `source` names
+/// it in errors.
+Result<IdxArray> parse_idx(std::span<const std::uint8_t> bytes, const std::string& source);
 
 /// Images (N x rows x cols, or N x features) scaled to [0, 1] and labels (N). `n_classes` 0 =
 /// max label + 1; otherwise labels at or above it are INVALID_ARGUMENT naming the file and index.
@@ -74,6 +79,11 @@ struct GraphDataset {
 
 /// Loads DIR/NAME.content, NAME.edges, NAME.split (NAME lower-case: cora, citeseer, ...).
 Result<GraphDataset> load_planetoid(const std::string& dir, const std::string& name);
+/// load_planetoid() on the three files' contents; `base` (DIR/NAME) names them in errors as
+/// BASE.content, BASE.edges and BASE.split.
+Result<GraphDataset> parse_planetoid(std::string_view content, std::string_view edges,
+                                     std::string_view split, const std::string& name,
+                                     const std::string& base);
 
 /// The symmetric normalised adjacency with self-loops of an undirected edge list.
 Eigen::SparseMatrix<float> normalized_adjacency(
