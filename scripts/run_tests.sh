@@ -1,10 +1,45 @@
 #!/usr/bin/env bash
-# Sets everything up on a fresh Debian 12 machine and runs the whole test suite:
-# Debian packages (scripts/bootstrap.sh), configure + build with the `dev` preset, ctest.
-# Tests run on one compute thread (the test preset sets OMP/OpenBLAS threads to 1).
+# Sets everything up on a fresh Debian 12 machine and runs every test, in stages:
+#   dev      Debian packages (scripts/bootstrap.sh), configure + build with the `dev` preset
+#            (-Werror, this machine's instruction set), the whole ctest suite (fuzz corpora and
+#            regression inputs included), one compute thread per test;
+#   targets  the libraries compiled with -Werror for x86-64-v3 (AVX2) and sapphirerapids
+#            (AVX-512 with FP16), and the simulator's golden-value and bit-for-bit tests run in
+#            each build this CPU can execute (scripts/check_targets.sh);
+#   asan     the simulator and offload suites under AddressSanitizer + UBSan (`asan` preset); the
+#            trainer and calibration suites, mostly long training loops, run in `dev` only;
+#   fuzz     every libFuzzer target for $OPU_FUZZ_SECONDS seconds (default 20; scripts/fuzz.sh).
+# OPU_TEST_STAGES selects stages (default: all four, as CI runs them), e.g.
+#   OPU_TEST_STAGES=dev scripts/run_tests.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+stages=" ${OPU_TEST_STAGES:-dev targets asan fuzz} "
+jobs="$(nproc)"
+
+stage() {  # stage NAME: whether NAME was asked for; prints a banner with the time so far
+  [[ "$stages" == *" $1 "* ]] || return 1
+  echo "=== run_tests: stage $1 (${SECONDS} s so far)"
+}
+
 bash scripts/bootstrap.sh
-cmake --preset dev
-cmake --build --preset dev -j "$(nproc)"
-ctest --preset dev -j "$(nproc)"
+
+if stage dev; then
+  cmake --preset dev
+  cmake --build --preset dev -j "$jobs"
+  ctest --preset dev -j "$jobs"
+fi
+
+if stage targets; then
+  bash scripts/check_targets.sh --test x86-64-v3 sapphirerapids
+fi
+
+if stage asan; then
+  cmake --preset asan
+  cmake --build --preset asan -j "$jobs" --target opu_sim_tests offload_tests
+  ctest --preset asan -j "$jobs" -L 'opu_sim|offload'
+fi
+
+if stage fuzz; then
+  bash scripts/fuzz.sh "${OPU_FUZZ_SECONDS:-20}"
+fi
+echo "=== run_tests: done in ${SECONDS} s"
