@@ -184,9 +184,10 @@ TEST_SUITE("trainer") {
          "--threshold: -0.1 is out of range; expected a number in [0, 1)"},
         {{"--optimizer", "rmsprop"},
          "--optimizer: 'rmsprop' is not a known value; expected one of sgd, adam"},
-        {{"--model", "cnn"}, "--model: 'cnn' is not a known value; expected one of mlp, gcn"},
-        {{"--activation", "gelu"},
-         "--activation: 'gelu' is not a known value; expected one of relu, tanh, sigmoid"},
+        {{"--model", "cnn"},
+         "--model: 'cnn' is not a known value; expected one of mlp, gcn, transformer"},
+        {{"--activation", "swish"},
+         "--activation: 'swish' is not a known value; expected one of relu, tanh, sigmoid, gelu"},
         {{"--loss", "hinge"},
          "--loss: 'hinge' is not a known value; expected one of cross_entropy, ce, bce, mse"},
         {{"--log-level", "loud"},
@@ -272,8 +273,9 @@ TEST_SUITE("trainer") {
     REQUIRE_MESSAGE(unset.ok(), unset.status().to_string());
     CHECK_FALSE(unset->lr.has_value());
     CHECK_FALSE(unset->epochs.has_value());
-    CHECK(unset->batch == 128);
+    CHECK_FALSE(unset->batch.has_value());
     REQUIRE(app::finalize(*unset).ok());
+    CHECK(unset->batch == 128);
     CHECK(unset->epochs == 200);
     CHECK(unset->hidden == std::vector<std::int64_t>{16});
   }

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "calibrated_device.h"
-#include "device_factory.h"
+#include "feedback_setup.h"
 #include "opu_sim/threading.h"
 #include "trainer/datasets.h"
 #include "trainer/feedback.h"
@@ -21,6 +21,7 @@
 #include "trainer/model.h"
 #include "trainer/optimizer.h"
 #include "trainer/trainer.h"
+#include "transformer_app.h"
 
 namespace opu::trainer::app {
 namespace {
@@ -107,6 +108,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   };
   if (const Status valid = finalize(o); !valid.ok()) return fail(valid);
   opu::set_compute_threads(o.threads);
+  // The graph models train by steps on their own loop (transformer_app.cpp).
+  if (o.model == "transformer") return run_transformer(std::move(o), out, err, progress_bar);
   const Result<Method> method = parse_method(o.method);
   if (!method.ok()) return fail(method.status());
 
@@ -145,7 +148,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       model = std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
                                                images->train.n_classes, activation, o.seed,
                                                *o.dropout));
-      task = std::make_unique<ImageTask>(*images, o.batch, o.seed);
+      task = std::make_unique<ImageTask>(*images, *o.batch, o.seed);
     } else {
       std::string dir = o.data;
       if (dir.empty()) {
@@ -173,45 +176,14 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   if (!optimizer.ok()) return fail(optimizer.status());
 
   // --- feedback ---
-  std::unique_ptr<sim::Device> device;
-  std::optional<AppliedCalibration> calibration;  // device feedback with --calibration
-  std::unique_ptr<FeedbackSource> feedback;
+  FeedbackSetup feedback_setup;
   if (*method == Method::kDfa) {
-    const Eigen::Index n_in = model->output_size();
-    const Eigen::Index d_max = model->max_feedback_size();
-    if (o.feedback == "digital" || o.feedback == "digital-gaussian" ||
-        o.feedback == "digital-noisy") {
-      // The noisy control adds noise to a Gaussian B, the distribution a device's B has.
-      feedback = std::make_unique<DigitalFeedback>(
-          n_in, d_max, o.seed,
-          o.feedback == "digital" ? FeedbackDistribution::kUniform
-                                  : FeedbackDistribution::kGaussian,
-          o.feedback == "digital-noisy" ? *o.feedback_snr : DigitalFeedback::kNoNoise);
-    } else {
-      Result<std::unique_ptr<sim::Device>> opened = open_feedback_device(o.feedback);
-      if (!opened.ok()) return fail(opened.status());
-      device = std::move(*opened);
-      sim::LinearOptions linear;
-      linear.encoding = *sim::parse_encoding(o.encoding);  // checked by finalize()
-      linear.threshold = o.threshold;
-      linear.bitplanes = *o.bitplanes;
-      // The draws also depend on each error's values, so one seed per run gives fresh draws
-      // every step and survives --resume.
-      linear.dither_seed = o.seed;
-      linear.share_frames = o.share_frames;
-      linear.repeats = o.repeats;
-      linear.reference_repeats = o.reference_repeats;
-      linear.reference_max_age_s = o.reference_max_age;
-      if (!o.calibration.empty()) {
-        Result<AppliedCalibration> applied = use_calibration(o.calibration, device, linear);
-        if (!applied.ok()) return fail(applied.status());
-        calibration = *applied;
-        spdlog::info("calibration {}: exposure {} us, {} masked pixels", applied->file,
-                     applied->exposure_us, applied->masked_pixels);
-      }
-      feedback = std::make_unique<DeviceFeedback>(*device, n_in, d_max, linear);
-    }
+    Result<FeedbackSetup> made = make_feedback(o, model->output_size(), model->max_feedback_size());
+    if (!made.ok()) return fail(made.status());
+    feedback_setup = std::move(*made);
   }
+  const std::optional<AppliedCalibration>& calibration = feedback_setup.calibration;
+  const std::unique_ptr<FeedbackSource>& feedback = feedback_setup.feedback;
   if (!o.calibration.empty() && !calibration) {
     spdlog::warn("--calibration {} is ignored: only device feedback uses a calibration",
                  o.calibration);
@@ -233,7 +205,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                               {"method", o.method},
                               {"feedback", o.feedback},
                               {"seed", o.seed},
-                              {"batch", o.batch},
+                              {"batch", *o.batch},
                               {"loss", o.loss},
                               {"dataset", o.model == "gcn" ? o.dataset : "idx"}};
   // Only for the noisy control, so that checkpoints of every other setup keep their identity.

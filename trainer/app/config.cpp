@@ -358,8 +358,9 @@ Field normalize_field(std::string help) {
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> table = {
-      choice("model", &Options::model, {"mlp", "gcn"},
-             "mlp (784-256-256-10 on IDX images) or gcn (Planetoid)"),
+      choice("model", &Options::model, {"mlp", "gcn", "transformer"},
+             "mlp (784-256-256-10 on IDX images), gcn (Planetoid) or transformer (a character "
+             "language model on a text file)"),
       choice("method", &Options::method, {"bp", "dfa", "shallow"},
              "bp, dfa or shallow (default dfa)"),
       text("feedback", &Options::feedback,
@@ -394,7 +395,7 @@ const std::vector<Field>& fields() {
       number<std::int64_t>("epochs", &Options::epochs, ValueRange::at_least(1),
                            "epochs (mlp 15, gcn 200)"),
       number<std::int64_t>("batch", &Options::batch, ValueRange::at_least(1),
-                           "mini-batch size (mlp, 128)"),
+                           "mini-batch size (mlp 128; transformer 32 windows)"),
       number<float>("lr", &Options::lr, ValueRange::positive(), "learning rate (0.01)"),
       number<float>("momentum", &Options::momentum, ValueRange::closed_open(0, 1),
                     "SGD momentum (0.9)"),
@@ -406,8 +407,9 @@ const std::vector<Field>& fields() {
       number<float>("input-dropout", &Options::input_dropout, ValueRange::closed_open(0, 1),
                     "gcn input dropout (bp 0.5 as Kipf & Welling, dfa/shallow 0 as the paper)"),
       hidden_field("hidden sizes (mlp 256 256, gcn 16)"),
-      choice("activation", &Options::activation, {"relu", "tanh", "sigmoid"},
-             "mlp hidden activation: relu, tanh, sigmoid"),
+      choice("activation", &Options::activation, {"relu", "tanh", "sigmoid", "gelu"},
+             "hidden activation: relu, tanh, sigmoid (mlp); relu, gelu, tanh, sigmoid "
+             "(transformer FFN)"),
       normalize_field(
           "mlp: MEAN STD of the input normalisation (x - MEAN) / STD; default: the training "
           "split's own pixel mean and std, as the paper does; 0 1 = none"),
@@ -415,7 +417,9 @@ const std::vector<Field>& fields() {
              "cross_entropy (or ce), bce or mse"),
       number<std::uint64_t>("seed", &Options::seed, ValueRange::at_least(0),
                             "seed of every random stream (1)"),
-      text("data", &Options::data, "mlp: IDX folder; gcn: Planetoid folder"),
+      text("data", &Options::data,
+           "mlp: IDX folder; gcn: Planetoid folder; transformer: a text file (default "
+           "data/tinyshakespeare/input.txt)"),
       text("dataset", &Options::dataset, "gcn: cora or citeseer"),
       number<std::int64_t>("align-every", &Options::align_every, ValueRange::at_least(0, "0 = off"),
                            "steps between alignment measurements, 0 = off (mlp 50, gcn 1)"),
@@ -427,6 +431,48 @@ const std::vector<Field>& fields() {
       choice("log-level", &Options::log_level,
              {"trace", "debug", "info", "warn", "error", "critical", "off"},
              "trace, debug, info, warn, error, critical, off (warn)"),
+      // --- transformer (docs/trainer.md, "The Transformer") ---
+      choice("dfa-points", &Options::dfa_points, {"macro", "micro"},
+             "transformer DFA feedback points: macro (each block's output) or micro (after "
+             "attention, after the FFN's activation, at the block's output)"),
+      choice("dfa-error", &Options::dfa_error, {"hidden", "logits"},
+             "transformer: DFA projects dL/d(final hidden state) per token (the paper's) or "
+             "dL/d(logits)"),
+      number<std::int64_t>("layers", &Options::layers, ValueRange::at_least(1),
+                           "transformer blocks (4)"),
+      number<std::int64_t>("d-model", &Options::d_model, ValueRange::at_least(1),
+                           "transformer width, a multiple of --heads (128)"),
+      number<std::int64_t>("heads", &Options::heads, ValueRange::at_least(1),
+                           "transformer attention heads (4)"),
+      number<std::int64_t>("d-ff", &Options::d_ff, ValueRange::at_least(1),
+                           "transformer FFN width (512)"),
+      number<std::int64_t>("context", &Options::context, ValueRange::at_least(1),
+                           "transformer context: characters per window (128)"),
+      boolean("pre-ln", &Options::pre_ln, "--pre-ln",
+              "transformer: pre-LayerNorm blocks (default post-LN, as the paper)"),
+      choice("positions", &Options::positions, {"sinusoidal", "learned"},
+             "transformer positions: sinusoidal (default) or learned"),
+      number<std::int64_t>("steps", &Options::steps, ValueRange::at_least(1),
+                           "transformer training steps (2000)"),
+      choice("schedule", &Options::schedule, {"noam", "constant", "plateau"},
+             "transformer learning rate: noam (warm-up to --lr, then 1/sqrt(step)), constant "
+             "(after a linear warm-up) or plateau (x0.2 when validation stalls); bp noam, "
+             "dfa/shallow constant"),
+      number<std::int64_t>("warmup", &Options::warmup, ValueRange::at_least(0),
+                           "transformer warm-up steps (bp 100, dfa/shallow 0)"),
+      number<float>("beta2", &Options::beta2, ValueRange::closed_open(0, 1),
+                    "Adam beta2 (transformer: bp 0.98, dfa/shallow 0.999, as the paper)"),
+      number<float>("clip", &Options::clip, ValueRange::non_negative("0 = none"),
+                    "transformer gradient-norm clipping (0.5, the paper's)"),
+      number<std::int64_t>("eval-every", &Options::eval_every,
+                           ValueRange::at_least(0, "0 = at the end only"),
+                           "transformer: steps between validations (200)"),
+      number<std::int64_t>("eval-chars", &Options::eval_chars, ValueRange::at_least(0, "0 = all"),
+                           "transformer: validation characters evaluated (0 = all)"),
+      number<std::int64_t>("sample", &Options::sample, ValueRange::at_least(0),
+                           "transformer: characters to generate after training (0)"),
+      number<float>("temperature", &Options::temperature, ValueRange::non_negative(),
+                    "transformer: sampling temperature (0.8; 0 = the most likely character)"),
   };
   return table;
 }
@@ -439,6 +485,45 @@ const Field* find_field(const std::string& name) {
     if (f.name == key) return &f;
   }
   return nullptr;
+}
+
+// The transformer's own defaults (the reference setting of docs/trainer.md: BP with Adam 1e-3,
+// beta2 0.98 and 100 Noam warm-up steps; DFA and shallow with a constant 5e-4 and beta2 0.999),
+// and the options it cannot use.
+Status finalize_transformer(Options& o) {
+  if (o.d_model % o.heads != 0) {
+    return invalid_argument("--d-model: " + std::to_string(o.d_model) +
+                            " is not a multiple of --heads " + std::to_string(o.heads));
+  }
+  if (o.loss != "cross_entropy" && o.loss != "ce") {
+    return invalid_argument("--loss: " + o.loss +
+                            " does not apply; the transformer is trained with cross_entropy");
+  }
+  if (o.epochs && *o.epochs != 1) {
+    return invalid_argument("--epochs: " + std::to_string(*o.epochs) +
+                            " does not apply; the transformer trains for --steps steps");
+  }
+  if (!o.checkpoint.empty() || o.resume) {
+    return invalid_argument("--checkpoint, --resume: not available with --model transformer yet");
+  }
+  const bool bp = o.method == "bp";
+  if (!o.batch) o.batch = 32;
+  if (!o.steps) o.steps = 2000;
+  if (!o.lr) o.lr = bp ? 1e-3F : 5e-4F;
+  if (!o.optimizer) o.optimizer = "adam";
+  if (!o.weight_decay) o.weight_decay = 0.0F;
+  if (!o.dropout) o.dropout = 0.1F;  // the paper's model
+  if (!o.align_every) o.align_every = 100;
+  if (!o.schedule) o.schedule = bp ? "noam" : "constant";
+  if (!o.warmup) o.warmup = *o.schedule == "noam" ? 100 : 0;
+  if (!o.beta2) o.beta2 = bp ? 0.98F : 0.999F;
+  if (*o.schedule == "noam" && *o.warmup < 1) {
+    return invalid_argument(
+        "--warmup: 0 is out of range; expected an integer >= 1 with "
+        "--schedule noam");
+  }
+  o.epochs = 1;  // unused: --steps counts
+  return {};
 }
 
 }  // namespace
@@ -484,7 +569,16 @@ Status finalize(Options& o) {
   if (!o.calibration.empty() && !std::filesystem::is_regular_file(o.calibration)) {
     return not_found("--calibration: " + o.calibration + ": no such file");
   }
+  const bool transformer = o.model == "transformer";
+  if (transformer) OPU_RETURN_IF_ERROR(finalize_transformer(o));
+  if (!transformer && o.activation == "gelu") {
+    return invalid_argument(
+        "--activation: gelu is for the transformer; expected one of relu, "
+        "tanh, sigmoid with --model " +
+        o.model);
+  }
   // Only what is not set takes the model's default.
+  if (!o.batch) o.batch = 128;
   if (!o.epochs) o.epochs = gcn ? 200 : 15;
   if (!o.lr) o.lr = 0.01F;
   if (!o.optimizer) o.optimizer = gcn ? "adam" : "sgd";

@@ -22,7 +22,7 @@
 namespace opu::trainer::app {
 
 struct Options {
-  std::string model = "mlp";   // mlp | gcn
+  std::string model = "mlp";   // mlp | gcn | transformer
   std::string method = "dfa";  // bp | dfa | shallow
   // digital | digital-gaussian | digital-noisy | a device URI (sim://, grpc://)
   std::string feedback = "digital";
@@ -47,7 +47,7 @@ struct Options {
   std::string calibration;
   // Not set (std::nullopt) = the default of the model (and method), filled by finalize().
   std::optional<std::int64_t> epochs;    // >= 1: mlp 15, gcn 200
-  std::int64_t batch = 128;              // >= 1; mlp only (gcn is full batch)
+  std::optional<std::int64_t> batch;     // >= 1: mlp 128, transformer 32 (gcn is full batch)
   std::optional<float> lr;               // > 0: mlp 0.01, gcn 0.01
   float momentum = 0.9F;                 // [0, 1); sgd only
   std::optional<std::string> optimizer;  // sgd | adam: mlp sgd, gcn adam
@@ -55,7 +55,7 @@ struct Options {
   std::optional<float> dropout;          // [0, 1): mlp 0; gcn bp 0.5, gcn dfa/shallow 0.1 (paper)
   std::optional<float> input_dropout;    // [0, 1), gcn: bp 0.5 (Kipf & Welling), dfa/shallow 0
   std::optional<std::vector<std::int64_t>> hidden;  // 1-16 sizes >= 1: mlp 256 256, gcn 16
-  std::string activation = "relu";                  // mlp: relu | tanh | sigmoid
+  std::string activation = "relu";                  // relu | tanh | sigmoid (| gelu: transformer)
   /// mlp: inputs (pixels / 255) become (x - MEAN) / STD. Not set (the default) standardises with
   /// the training split's own mean and std, as the paper's example does for MNIST (0.1307,
   /// 0.3081; for Fashion-MNIST 0.2860, 0.3530); {0, 1} leaves pixels in [0, 1]. run_training()
@@ -73,13 +73,35 @@ struct Options {
   std::string config;              // JSON file of these names
   int threads = 1;                 // OpenMP + OpenBLAS threads, [1, 1024]
   std::string log_level = "warn";  // trace | debug | info | warn | error | off
+
+  // --- transformer (docs/trainer.md, "The Transformer"): a character-level language model on the
+  // text file --data (default data/tinyshakespeare/input.txt), trained for --steps steps.
+  std::string dfa_points = "macro";      // macro (each block's output) | micro (3 per block)
+  std::string dfa_error = "hidden";      // DFA projects dL/d(final hidden) | dL/d(logits)
+  std::int64_t layers = 4;               // >= 1
+  std::int64_t d_model = 128;            // >= 1, a multiple of heads
+  std::int64_t heads = 4;                // >= 1
+  std::int64_t d_ff = 512;               // >= 1
+  std::int64_t context = 128;            // >= 1: characters per training window
+  bool pre_ln = false;                   // post-LN blocks as the paper, or pre-LN
+  std::string positions = "sinusoidal";  // sinusoidal | learned
+  std::optional<std::int64_t> steps;     // >= 1: 2000
+  std::optional<std::string> schedule;   // noam | constant | plateau: bp noam, dfa/shallow constant
+  std::optional<std::int64_t> warmup;    // >= 0 steps: bp 100, dfa/shallow 0 (noam wants >= 1)
+  std::optional<float> beta2;            // Adam's, [0, 1): bp 0.98, dfa/shallow 0.999 (paper)
+  float clip = 0.5F;                     // gradient-norm clipping, >= 0 (0 = none; paper 0.5)
+  std::int64_t eval_every = 200;         // steps between validations, >= 0 (0 = at the end)
+  std::int64_t eval_chars = 0;           // validation characters evaluated, >= 0 (0 = all)
+  std::int64_t sample = 0;               // characters generated at the end, >= 0
+  float temperature = 0.8F;              // of the samples, >= 0 (0 = the most likely character)
 };
 
 /// Checks every option against its range (and the options that depend on each other), then gives
 /// the options that are not set their model's default; INVALID_ARGUMENT names the option, the value
-/// and the range, NOT_FOUND a --calibration file that does not exist. After it epochs, lr,
-/// optimizer, weight_decay, dropout, input_dropout, hidden, align_every and bitplanes hold a value;
-/// feedback_snr holds one with digital-noisy feedback, normalize when it was given.
+/// and the range, NOT_FOUND a --calibration file that does not exist. After it epochs, batch, lr,
+/// optimizer, weight_decay, dropout, input_dropout, hidden, align_every, bitplanes, steps,
+/// schedule, warmup and beta2 hold a value; feedback_snr holds one with digital-noisy feedback,
+/// normalize when it was given.
 Status finalize(Options& options);
 /// Applies a JSON object of option names (null = not set); unknown names, wrong types and values
 /// out of range are INVALID_ARGUMENT naming the key, the value and the range.
