@@ -55,6 +55,17 @@ struct FrameWords {
   const std::uint64_t* frame(std::int64_t b) const { return words.data() + b * words_per_frame; }
 };
 
+// The kernels below come in three versions with the same order of additions, hence the same
+// bits (a golden-hash test pins them): 512-bit vectors when the build targets AVX-512 (OPU_ARCH=
+// native on such a machine), 256-bit AVX otherwise (x86-64-v3), and scalar loops. Defining
+// OPU_SIM_NO_AVX512_KERNELS compiles the 256-bit ones into an AVX-512 build, all else equal: how
+// docs/benchmarks.md ("512-bit kernels") compares the two on one machine.
+#if defined(__AVX512F__) && !defined(OPU_SIM_NO_AVX512_KERNELS)
+#define OPU_SIM_AVX512 1
+#else
+#define OPU_SIM_AVX512 0
+#endif
+
 // Rows of one register-resident accumulator: 48 complex = 96 floats = 12 AVX registers.
 constexpr std::int64_t kChunkRows = 48;
 
@@ -74,7 +85,7 @@ inline void for_each_set_bit(const std::uint64_t* frame, std::int64_t col0, std:
   }
 }
 
-#if defined(__AVX__)
+#if defined(__AVX__) && !OPU_SIM_AVX512
 // The first 8 x kVectors floats of add_set_columns(), in registers: each set bit costs kVectors
 // loads and adds (twelve for a full chunk, of sixteen registers), enough work to hide the
 // bit-walking overhead.
@@ -103,13 +114,64 @@ constexpr std::array<AddSetColumns, sizeof...(kIndex)> avx_kernels(
 constexpr auto kAvxKernels = avx_kernels(std::make_integer_sequence<int, 2 * kChunkRows / 8>{});
 #endif
 
+#if OPU_SIM_AVX512
+// The same in 512-bit registers: a full chunk is six of them. kVectors vectors of 16 floats; with
+// kMasked, the last one limited to the lanes of `last` (masked-off lanes are neither read nor
+// written), so a partial chunk needs no scalar remainder. Lane-wise adds: the order of each
+// element's additions is unchanged. Against the 256-bit version, one thread, 1024²: 29% less time
+// at batch 8, 8% at batch 1 (medians of twelve alternating rounds); chunks of 96 rows (twelve
+// registers) gained nothing more.
+template <int kVectors, bool kMasked>
+void add_set_columns_avx512(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
+                            std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
+                            float* acc, __mmask16 last) {
+  constexpr int kFull = kMasked ? kVectors - 1 : kVectors;
+  __m512 a[kVectors];
+  for (int k = 0; k < kFull; ++k) a[k] = _mm512_loadu_ps(acc + 16 * k);
+  if constexpr (kMasked) a[kFull] = _mm512_maskz_loadu_ps(last, acc + 16 * kFull);
+  for_each_set_bit(frame, col0, cols, [&](std::int64_t j) {
+    const float* column = tile + (j - tile_col0) * ld_floats;
+    for (int k = 0; k < kFull; ++k) a[k] = _mm512_add_ps(a[k], _mm512_loadu_ps(column + 16 * k));
+    if constexpr (kMasked) {
+      a[kFull] = _mm512_add_ps(a[kFull], _mm512_maskz_loadu_ps(last, column + 16 * kFull));
+    }
+  });
+  for (int k = 0; k < kFull; ++k) _mm512_storeu_ps(acc + 16 * k, a[k]);
+  if constexpr (kMasked) _mm512_mask_storeu_ps(acc + 16 * kFull, last, a[kFull]);
+}
+
+using AddSetColumns512 = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t,
+                                  std::int64_t, const std::uint64_t*, float*, __mmask16);
+
+// add_set_columns_avx512<k + 1, true> at index k: a partial chunk of up to 16 (k + 1) floats.
+template <int... kIndex>
+constexpr std::array<AddSetColumns512, sizeof...(kIndex)> avx512_kernels(
+    std::integer_sequence<int, kIndex...> /*unused*/) {
+  return {&add_set_columns_avx512<kIndex + 1, true>...};
+}
+constexpr auto kAvx512Kernels =
+    avx512_kernels(std::make_integer_sequence<int, 2 * kChunkRows / 16>{});
+#endif
+
 // Adds, for each set bit j in [col0, col0 + cols) of the frame, column j of the tile (its first
 // `height` floats from `tile`) to `acc`, in increasing j. `tile` holds columns from tile_col0 on.
 // Each element receives its columns in the same order whichever loop adds them, so the split
-// below (whole vectors, then the last height % 8 floats) changes no bit.
+// below (whole vectors, then the last height % 8 floats, or 512-bit vectors, the last one masked)
+// changes no bit.
 inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int64_t tile_col0,
                             std::int64_t col0, std::int64_t cols, const std::uint64_t* frame,
                             std::int64_t height, float* acc) {
+#if OPU_SIM_AVX512
+  if (height == 2 * kChunkRows) {  // a full chunk: the common case, called directly
+    add_set_columns_avx512<2 * kChunkRows / 16, false>(tile, ld_floats, tile_col0, col0, cols,
+                                                       frame, acc, 0xFFFF);
+  } else if (height > 0) {  // the last chunk of a panel, its last vector masked
+    const std::int64_t vectors = (height + 15) / 16;
+    const auto last = static_cast<__mmask16>(0xFFFFU >> (16 * vectors - height));
+    kAvx512Kernels[static_cast<std::size_t>(vectors - 1)](tile, ld_floats, tile_col0, col0, cols,
+                                                          frame, acc, last);
+  }
+#else
   std::int64_t done = 0;
 #if defined(__AVX__)
   if (height == 2 * kChunkRows) {  // a full chunk: the common case, called directly
@@ -129,6 +191,7 @@ inline void add_set_columns(const float* tile, std::int64_t ld_floats, std::int6
     const float* column = tile + (j - tile_col0) * ld_floats;
     for (std::int64_t k = done; k < height; ++k) acc[k] += column[k];
   });
+#endif
 }
 
 // Column-sum kernel. `tile` (complex, column-major, leading dimension ld) holds matrix rows
@@ -186,7 +249,7 @@ struct LineAligned {
 // the thread count, nor on dense vs streamed, which share this kernel.
 constexpr int kTableGroup = 4;
 constexpr int kTableEntries = 1 << kTableGroup;
-// Floats of one chunk: 16 complex rows, four AVX registers.
+// Floats of one chunk: 16 complex rows, four AVX registers or two AVX-512 ones.
 constexpr std::int64_t kTableFloats = 32;
 // Groups of one block of tables: 8 (32 columns: 8 x 16 entries x 128 bytes = 16 KiB, beside one
 // chunk's accumulators, 128 bytes per frame, in L1) or 4. A block divides 64 columns: its bits
@@ -194,30 +257,54 @@ constexpr std::int64_t kTableFloats = 32;
 constexpr int kWideTableGroups = 8;
 constexpr int kNarrowTableGroups = 4;
 
+// The table kernels' vectors: a 32-float chunk is two 512-bit registers in AVX-512 builds, four
+// 256-bit ones in AVX builds. Only lane-wise adds (GCC's vector extensions: + is vaddps), so both
+// give each element the same sums in the same order. With 512-bit vectors the kernel takes 28%
+// less time at 1024², batch 32, and 18% at 4096², one thread (docs/benchmarks.md).
+#if OPU_SIM_AVX512
+#define OPU_SIM_TABLE_VECTORS 1
+using TableVector = __m512;
+constexpr int kTableLanes = 16;
+inline TableVector load_table_vector(const float* p) { return _mm512_load_ps(p); }
+inline TableVector loadu_table_vector(const float* p) { return _mm512_loadu_ps(p); }
+inline void store_table_vector(float* p, TableVector v) { _mm512_store_ps(p, v); }
+inline void storeu_table_vector(float* p, TableVector v) { _mm512_storeu_ps(p, v); }
+#elif defined(__AVX__)
+#define OPU_SIM_TABLE_VECTORS 1
+using TableVector = __m256;
+constexpr int kTableLanes = 8;
+inline TableVector load_table_vector(const float* p) { return _mm256_load_ps(p); }
+inline TableVector loadu_table_vector(const float* p) { return _mm256_loadu_ps(p); }
+inline void store_table_vector(float* p, TableVector v) { _mm256_store_ps(p, v); }
+inline void storeu_table_vector(float* p, TableVector v) { _mm256_storeu_ps(p, v); }
+#else
+#define OPU_SIM_TABLE_VECTORS 0
+#endif
+
 // Entry n of a group's table (n = 0..15): the fold of the group's columns whose bits n sets,
 // lowest first, i.e. entry[n without its highest bit] + column[highest bit]. Entry 0 (zero) is
 // written once by the caller. Only the first `height` floats of each entry are written. columns[i]
 // is null past the matrix's last column: frames never select it, so entries that include it are
 // never read.
 inline void build_group_table(const float* const* columns, std::int64_t height, float* table) {
-#if defined(__AVX__)
+#if OPU_SIM_TABLE_VECTORS
   if (height == kTableFloats && columns[kTableGroup - 1] != nullptr) {
     // In registers, one vector of every entry at a time: built in memory, each entry would wait
     // for the store of the entry it extends. The column pointers are copied first: the stores
     // (which may alias anything) would otherwise reload them.
     const std::array<const float*, kTableGroup> column{columns[0], columns[1], columns[2],
                                                        columns[3]};
-    for (std::int64_t k = 0; k < kTableFloats; k += 8) {
-      const __m256 c0 = _mm256_loadu_ps(column[0] + k);
-      const __m256 c1 = _mm256_loadu_ps(column[1] + k);
-      const __m256 c2 = _mm256_loadu_ps(column[2] + k);
-      const __m256 c3 = _mm256_loadu_ps(column[3] + k);
-      const __m256 e3 = _mm256_add_ps(c0, c1);
-      const __m256 e5 = _mm256_add_ps(c0, c2);
-      const __m256 e6 = _mm256_add_ps(c1, c2);
-      const __m256 e7 = _mm256_add_ps(e3, c2);
-      const auto store = [&](int n, __m256 entry) {
-        _mm256_storeu_ps(table + n * kTableFloats + k, entry);
+    for (std::int64_t k = 0; k < kTableFloats; k += kTableLanes) {
+      const TableVector c0 = loadu_table_vector(column[0] + k);
+      const TableVector c1 = loadu_table_vector(column[1] + k);
+      const TableVector c2 = loadu_table_vector(column[2] + k);
+      const TableVector c3 = loadu_table_vector(column[3] + k);
+      const TableVector e3 = c0 + c1;
+      const TableVector e5 = c0 + c2;
+      const TableVector e6 = c1 + c2;
+      const TableVector e7 = e3 + c2;
+      const auto store = [&](int n, TableVector entry) {
+        storeu_table_vector(table + n * kTableFloats + k, entry);
       };
       store(1, c0);
       store(2, c1);
@@ -227,13 +314,13 @@ inline void build_group_table(const float* const* columns, std::int64_t height, 
       store(6, e6);
       store(7, e7);
       store(8, c3);
-      store(9, _mm256_add_ps(c0, c3));
-      store(10, _mm256_add_ps(c1, c3));
-      store(11, _mm256_add_ps(e3, c3));
-      store(12, _mm256_add_ps(c2, c3));
-      store(13, _mm256_add_ps(e5, c3));
-      store(14, _mm256_add_ps(e6, c3));
-      store(15, _mm256_add_ps(e7, c3));
+      store(9, c0 + c3);
+      store(10, c1 + c3);
+      store(11, e3 + c3);
+      store(12, c2 + c3);
+      store(13, e5 + c3);
+      store(14, e6 + c3);
+      store(15, e7 + c3);
     }
     return;
   }
@@ -278,18 +365,17 @@ void add_table_entries(const float* tables, std::uint32_t bits, std::int64_t hei
   }
 }
 
-#if defined(__AVX__)
+#if OPU_SIM_TABLE_VECTORS
 // add_table_entries() for a full chunk, in registers; the pairwise sum keeps each chain of
 // dependent adds short.
 template <int kGroups>
-void add_table_entries_avx(const float* tables, std::uint32_t bits, float* acc) {
+void add_table_entries_vectors(const float* tables, std::uint32_t bits, float* acc) {
   const auto entries = selected_entries<kGroups>(tables, bits);
 #pragma GCC unroll 4
-  for (int k = 0; k < kTableFloats; k += 8) {
-    // GCC's vector extensions: + on __m256 is vaddps.
-    const __m256 sum =
-        pairwise_sum<0, kGroups>([&](int g) { return _mm256_load_ps(entries[g] + k); });
-    _mm256_store_ps(acc + k, _mm256_add_ps(_mm256_load_ps(acc + k), sum));
+  for (int k = 0; k < kTableFloats; k += kTableLanes) {
+    const TableVector sum =
+        pairwise_sum<0, kGroups>([&](int g) { return load_table_vector(entries[g] + k); });
+    store_table_vector(acc + k, load_table_vector(acc + k) + sum);
   }
 }
 #endif
@@ -300,10 +386,10 @@ template <int kGroups>
 void add_block_tables(const float* tables, const std::uint32_t* bits, std::int64_t batch,
                       std::int64_t height, float* accumulators) {
   std::int64_t b = 0;
-#if defined(__AVX__)
+#if OPU_SIM_TABLE_VECTORS
   if (height == kTableFloats) {
     for (; b < batch; ++b) {
-      add_table_entries_avx<kGroups>(tables, bits[b], accumulators + b * kTableFloats);
+      add_table_entries_vectors<kGroups>(tables, bits[b], accumulators + b * kTableFloats);
     }
   }
 #endif
@@ -402,13 +488,50 @@ void table_sums(const Complex* tile, std::int64_t ld, std::int64_t tile_col0, st
 // 14 ms per call one column at a time, 12-14 ms four at a time, 11.2 ms six at a time.
 constexpr int kWalkGroup = 6;
 
+#if OPU_SIM_AVX512
+// add_column_group() below in 512-bit registers, from float k on, kLines 64-byte lines of each
+// column at a time, while they last; returns where it stopped. Against the AVX2 version (two
+// 256-bit registers per line), one thread (docs/benchmarks.md, "512-bit kernels"): one line at a
+// time was level at 4096² and slower at 1,500² (1.02-1.44x in 16 of 18 rounds); two lines at a
+// time (what 32 registers allow) take 16% less time at 4096², batch 8 (median of twelve rounds),
+// and are level at batch 1; three or four lines were no better than two.
+template <int kLines>
+std::int64_t add_column_group_lines(const float* const* columns, int group, std::int64_t k,
+                                    std::int64_t n, float* const* fields, const unsigned* masks,
+                                    std::size_t count) {
+  for (; k + 16 * kLines <= n; k += 16 * kLines) {
+    __m512 c[kWalkGroup][kLines];
+    for (int g = 0; g < group; ++g) {
+      for (int l = 0; l < kLines; ++l) c[g][l] = _mm512_loadu_ps(columns[g] + k + 16 * l);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      float* field = fields[i] + k;
+      __m512 f[kLines];
+      for (int l = 0; l < kLines; ++l) f[l] = _mm512_loadu_ps(field + 16 * l);
+      for (int g = 0; g < group; ++g) {
+        if (((masks[i] >> g) & 1U) == 0) continue;
+        for (int l = 0; l < kLines; ++l) f[l] = _mm512_add_ps(f[l], c[g][l]);
+      }
+      for (int l = 0; l < kLines; ++l) _mm512_storeu_ps(field + 16 * l, f[l]);
+    }
+  }
+  return k;
+}
+#endif
+
 // For a group of up to kWalkGroup columns (in increasing order) and the frames that select any of
 // them (masks[i]: bit g set when frame i selects columns[g]), adds to fields[i] the columns it
-// selects, in increasing order: field += c0, then += c1, ... as the one-column walk does.
+// selects, in increasing order: field += c0, then += c1, ... as the one-column walk does. The
+// vector loops only add whole lines lane by lane: the order, hence the bits, are the same in every
+// build.
 void add_column_group(const float* const* columns, int group, std::int64_t n, float* const* fields,
                       const unsigned* masks, std::size_t count) {
   std::int64_t k = 0;
-#if defined(__AVX__)
+#if OPU_SIM_AVX512
+  // Two 64-byte lines of each column at a time (twelve of the 32 registers), then one.
+  k = add_column_group_lines<2>(columns, group, k, n, fields, masks, count);
+  k = add_column_group_lines<1>(columns, group, k, n, fields, masks, count);
+#elif defined(__AVX__)
   for (; k + 16 <= n; k += 16) {  // one 64-byte line of each column at a time
     __m256 c[kWalkGroup][2];
     for (int g = 0; g < group; ++g) {

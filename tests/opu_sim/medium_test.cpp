@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <vector>
 
@@ -56,6 +58,16 @@ void check_against_reference(const Eigen::MatrixXcf& got, const Bits& bits, std:
       REQUIRE(std::abs(static_cast<double>(got(i, b).imag()) - exact.imag()) <= bound);
     }
   }
+}
+
+std::uint64_t fnv1a(const void* data, std::size_t bytes) {
+  std::uint64_t hash = 1469598103934665603ULL;
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    hash ^= p[i];
+    hash *= 1099511628211ULL;
+  }
+  return hash;
 }
 
 // s[first] + ... + s[first + count - 1], summed pairwise (count a power of two).
@@ -210,6 +222,34 @@ TEST_SUITE("opu_sim") {
     SUBCASE("another realisation") {
       const Bits bits = random_bits(300, 2, seed);
       check_against_reference(fields(*dense, bits, 90, 1, 4), bits, seed, 300, 4);
+    }
+  }
+
+  TEST_CASE("Medium: golden hashes pin the column-sum and table kernels' bits") {
+    // The kernels come as scalar loops, 256-bit AVX and 512-bit AVX-512 (whichever the build
+    // targets) with one order of additions: every build must reproduce these hashes, taken in an
+    // x86-64-v3 (AVX2) build, and given by the kernels before the AVX-512 ones were added. Fixed
+    // seeds, not OPU_TEST_SEED. Shapes that reach each kernel and its partial chunks: 702 pixels
+    // end in a partial chunk of the column sums (60 of 96 floats) and of the table kernel (28 of
+    // 32); 1,500² (18 MB) is walked column by column below 16 frames, and its table blocks are 16
+    // columns wide.
+    struct Case {
+      std::int64_t n_in, n_out, batch;
+      std::uint64_t hash;
+    };
+    for (const Case& c :
+         {Case{1100, 702, 1, 0x3056a991aecdfe24ULL}, Case{1100, 702, 5, 0x0344e7e89768627cULL},
+          Case{1099, 702, 37, 0xc3eb869154b5e57eULL}, Case{1500, 1500, 1, 0x76598d3f4657e0a3ULL},
+          Case{1500, 1500, 7, 0xcb9c82d533aaf6c8ULL},
+          Case{1500, 1500, 40, 0xd59499f21315172eULL}}) {
+      INFO("n_in " << c.n_in << ", n_out " << c.n_out << ", batch " << c.batch);
+      const auto dense = opu::sim::make_dense_medium(7, c.n_in, c.n_out);
+      const Bits bits = random_bits(c.n_in, c.batch, 1000 + static_cast<std::uint64_t>(c.batch));
+      const Eigen::MatrixXcf out = fields(*dense, bits, c.n_out);
+      CHECK(fnv1a(out.data(), static_cast<std::size_t>(out.size()) * sizeof(out(0))) == c.hash);
+      if (c.n_in < 1500) {  // the streamed backend shares these bits (1,500²: the test above)
+        CHECK(fields(*opu::sim::make_streamed_medium(7, c.n_in, c.n_out), bits, c.n_out) == out);
+      }
     }
   }
 
