@@ -17,6 +17,7 @@
 
 #include "bench_support.h"
 #include "opu_sim/medium.h"
+#include "opu_sim/cli_validators.h"
 #include "opu_sim/packing.h"
 #include "opu_sim/sim_device.h"
 #include "opu_sim/threading.h"
@@ -347,22 +348,25 @@ int main(int argc, char** argv) {
                "every backend at n_in = n_out = 1e3, 1e4, 1e5, 1e6 and at the device shape "
                "1,039,680 x 2,219,520 (several minutes)");
   app.add_option("--threads", options.threads, "compute threads (OpenMP and OpenBLAS)")
-      ->check(CLI::Range(1, 256));
-  app.add_option("--min-seconds", options.min_seconds, "time spent on each measurement")
-      ->check(CLI::PositiveNumber);
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 256)));
+  CLI::Option* min_seconds =
+      app.add_option("--min-seconds", options.min_seconds,
+                     "time spent on each measurement (0.6; 0.3 with --quick)")
+          ->check(opu::in_range<double>(opu::ValueRange::positive("seconds")));
   std::string planning = "measure";
   app.add_option("--fft-planning", planning,
                  "structured medium and its yardstick: estimate or measure (default measure)")
-      ->check(CLI::IsMember({"estimate", "measure"}));
+      ->check(opu::one_of({"estimate", "measure"}));
   app.add_option("--fft-wisdom", options.fft.wisdom_path,
                  "FFTW wisdom file, loaded and saved (default ./opu-fftw.wisdom; \"\" = none)");
   app.add_option("--only", options.only,
                  "run these parts only: generator, dense, streamed, structured, linear")
-      ->check(CLI::IsMember({"generator", "dense", "streamed", "structured", "linear"}))
+      ->check(opu::one_of({"generator", "dense", "streamed", "structured", "linear"}))
       ->excludes("--table");
   CLI11_PARSE(app, argc, argv);
   options.fft.measure = planning == "measure";
-  if (options.quick) options.min_seconds = std::min(options.min_seconds, 0.3);
+  // --quick shortens the default only: a --min-seconds given is kept as given.
+  if (options.quick && min_seconds->count() == 0) options.min_seconds = 0.3;
   opu::set_compute_threads(options.threads);
 
   if (options.table) {

@@ -31,6 +31,7 @@
 #include "offload/open_device.h"
 #include "offload/remote_device.h"
 #include "offload/server.h"
+#include "opu_sim/cli_validators.h"
 #include "opu_sim/packing.h"
 #include "opu_sim/sim_device.h"
 #include "opu_sim/threading.h"
@@ -207,17 +208,31 @@ int main(int argc, char** argv) {
   std::int64_t dfa_n_in = 1024, dfa_features = 10, dfa_n_out = 256, dfa_batch = 128;
   std::int64_t bulk_n_in = 4096, bulk_n_out = 4096, bulk_batch = 1000;
   bool skip_bulk = false;
-  app.add_option("--threads", threads, "compute threads of every device (both sides)");
-  app.add_option("--seconds", min_seconds, "wall time per workload, all devices together");
-  app.add_option("--rounds", rounds, "interleaved rounds per workload (best round kept)");
-  app.add_option("--camera", camera, "ideal or realistic");
-  app.add_option("--dfa-mirrors", dfa_n_in, "device mirrors for the DFA workload");
-  app.add_option("--dfa-features", dfa_features, "error-vector length (classes)");
-  app.add_option("--dfa-n-out", dfa_n_out, "projection length (widest feedback point)");
-  app.add_option("--dfa-batch", dfa_batch, "vectors per call");
-  app.add_option("--bulk-n-in", bulk_n_in, "mirrors per bulk frame");
-  app.add_option("--bulk-n-out", bulk_n_out, "pixels per bulk frame");
-  app.add_option("--bulk-batch", bulk_batch, "frames per bulk call");
+  // Sizes within the simulator's limits (n_in, n_out <= 2^31; batches <= its max_batch, 65536).
+  const opu::ValueRange size = opu::ValueRange::integers(1, 2147483648.0);
+  const opu::ValueRange batch = opu::ValueRange::integers(1, 65536);
+  app.add_option("--threads", threads, "compute threads of every device (both sides)")
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 256)));
+  app.add_option("--seconds", min_seconds, "wall time per workload, all devices together")
+      ->check(opu::in_range<double>(opu::ValueRange::positive("seconds")));
+  app.add_option("--rounds", rounds, "interleaved rounds per workload (best round kept)")
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 1000000)));
+  app.add_option("--camera", camera, "ideal or realistic")
+      ->check(opu::one_of({"ideal", "realistic"}));
+  app.add_option("--dfa-mirrors", dfa_n_in, "device mirrors for the DFA workload")
+      ->check(opu::in_range<std::int64_t>(size));
+  app.add_option("--dfa-features", dfa_features, "error-vector length (classes)")
+      ->check(opu::in_range<std::int64_t>(size));
+  app.add_option("--dfa-n-out", dfa_n_out, "projection length (widest feedback point)")
+      ->check(opu::in_range<std::int64_t>(size));
+  app.add_option("--dfa-batch", dfa_batch, "vectors per call")
+      ->check(opu::in_range<std::int64_t>(batch));
+  app.add_option("--bulk-n-in", bulk_n_in, "mirrors per bulk frame")
+      ->check(opu::in_range<std::int64_t>(size));
+  app.add_option("--bulk-n-out", bulk_n_out, "pixels per bulk frame")
+      ->check(opu::in_range<std::int64_t>(size));
+  app.add_option("--bulk-batch", bulk_batch, "frames per bulk call")
+      ->check(opu::in_range<std::int64_t>(batch));
   app.add_flag("--skip-bulk", skip_bulk, "only the DFA workload");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "opu_sim/cli_validators.h"
 #include "opu_sim/sim_device.h"
 #include "trainer/projection_quality.h"
 
@@ -73,11 +74,14 @@ int main(int argc, char** argv) {
   std::int64_t batch = 128;
   std::int64_t n_out = 256;
   std::uint64_t seed = 1;
-  cli.add_option("--calls", calls, "projections of the batch per scheme (16)")->check(CLI::Range(2, 1000));
-  cli.add_option("--batch", batch, "error vectors per call (128)")->check(CLI::Range(1, 4096));
+  cli.add_option("--calls", calls, "projections of the batch per scheme (16)")
+      ->check(opu::in_range<int>(opu::ValueRange::integers(2, 1000)));
+  cli.add_option("--batch", batch, "error vectors per call (128)")
+      ->check(opu::in_range<std::int64_t>(opu::ValueRange::integers(1, 4096)));
   cli.add_option("--n-out", n_out, "projection size (256: the paper's hidden width)")
-      ->check(CLI::Range(1, 1024));
-  cli.add_option("--seed", seed, "seed of the error vectors (1)");
+      ->check(opu::in_range<std::int64_t>(opu::ValueRange::integers(1, 1024)));
+  cli.add_option("--seed", seed, "seed of the error vectors (1)")
+      ->check(opu::in_range<std::uint64_t>(opu::ValueRange::at_least(0)));
   CLI11_PARSE(cli, argc, argv);
 
   const Eigen::MatrixXf errors = opu::trainer::error_like_vectors(10, batch, seed);

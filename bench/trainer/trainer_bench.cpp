@@ -18,6 +18,8 @@
 #include <vector>
 
 #include "device_factory.h"
+#include "opu_sim/cli_validators.h"
+#include "opu_sim/device.h"
 #include "opu_sim/threading.h"
 #include "trainer/datasets.h"
 #include "trainer/feedback.h"
@@ -94,18 +96,23 @@ int run(int argc, char** argv) {
   opu::sim::LinearOptions linear = recommended_linear_options();
   std::string epoch_data = kFashionMnistDir;
   cli.add_option("--steps", steps, "timed steps per method (after 5 warm-up steps)")
-      ->check(CLI::Range(1, 1000000));
-  cli.add_option("--threads", threads, "compute threads")->check(CLI::Range(1, 256));
-  cli.add_option("--batch", batch, "batch size")->check(CLI::Range(1, 1000000));
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 1000000)));
+  cli.add_option("--threads", threads, "compute threads")
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 256)));
+  cli.add_option("--batch", batch, "batch size")
+      ->check(opu::in_range<std::int64_t>(opu::ValueRange::integers(1, 1000000)));
   cli.add_option("--device", device_uri, "also time epochs of DFA with feedback from this URI");
   cli.add_option("--epochs", epochs, "device vs digital: epochs timed, each reported (2)")
-      ->check(CLI::Range(1, 1000000));
+      ->check(opu::in_range<int>(opu::ValueRange::integers(1, 1000000)));
   cli.add_option("--epoch-data", epoch_data,
                  "device vs digital: IDX folder trained on (Fashion-MNIST's by default)");
   cli.add_option("--reference-repeats", linear.reference_repeats,
-                 "device feedback: reference frames per measurement (opu-train's default)");
+                 "device feedback: reference frames per measurement (opu-train's default)")
+      ->check(opu::in_range<int>(opu::ValueRange::integers(0, opu::sim::kMaxReferenceRepeats,
+                                                           "0 = the device's default")));
   cli.add_option("--reference-max-age", linear.reference_max_age_s,
-                 "device feedback: device seconds a reference is reused (0: every call)");
+                 "device feedback: device seconds a reference is reused (0: every call)")
+      ->check(opu::in_range<double>(opu::ValueRange::non_negative("device seconds")));
   CLI11_PARSE(cli, argc, argv);
   opu::set_compute_threads(threads);
   nlohmann::json report;

@@ -22,11 +22,53 @@
 #include "calibration/calibration_file.h"
 #include "calibration/procedures.h"
 #include "offload/open_device.h"
+#include "opu_sim/cli_validators.h"
+#include "opu_sim/value_range.h"
 
 namespace {
 
 using nlohmann::json;
+using opu::in_range;
+using opu::ValueRange;
 namespace cal = opu::calibration;
+
+// The accepted range of every flag, in one place (the procedures check the same bounds on their
+// options, and those that depend on the device). 0 means "the device's / automatic" only where
+// the flag says so; nothing negative is taken for a default.
+const ValueRange kFraction = ValueRange::open_closed(0, 1);  // density: (0, 1]
+const ValueRange kOpenFraction = ValueRange::open(0, 1);     // target, fill, threshold
+const ValueRange kSeed = ValueRange::at_least(0);
+const ValueRange kCount = ValueRange::at_least(1);
+const ValueRange kPositive = ValueRange::positive();
+const ValueRange kNoiseRepeats = ValueRange::at_least(4, "a variance needs several frames");
+const ValueRange kNoiseDarkFrames = ValueRange::at_least(8);
+const ValueRange kPixels4096 = ValueRange::at_least(0, "0 = up to 4096");
+const ValueRange kPixels1024 = ValueRange::at_least(0, "0 = up to 1024");
+const ValueRange kMirrorsAll = ValueRange::at_least(0, "0 = all");
+const ValueRange kPercentile = ValueRange::open(0, 100);
+const ValueRange kTmMirrors = ValueRange::at_least(2);
+const ValueRange kOffset = ValueRange::at_least(0);
+const ValueRange kAnchors = ValueRange::at_least(2, "at most --n-in");
+const ValueRange kSignals = ValueRange::at_least(0, "0 = 2 x shell size + 10");
+const ValueRange kRandomFrames = ValueRange::at_least(0, "default: --n-in");
+const ValueRange kAutoExposure = ValueRange::non_negative("us; 0 = automatic");
+const ValueRange kDefaultExposure = ValueRange::non_negative("us; 0 = the device's default");
+const ValueRange kIterations = ValueRange::at_least(0, "0 = none");
+const ValueRange kHeldOut = ValueRange::at_least(2);
+const std::vector<std::string> kLogLevels = {"trace", "debug",    "info", "warn",
+                                             "error", "critical", "off"};
+
+// tm --held-out: 0 (no check) or a verify-sized count (>= 2).
+CLI::Validator held_out_or_none() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        if (text == "0") return {};
+        const opu::Result<std::int64_t> n = opu::parse_in_range<std::int64_t>(text, kHeldOut);
+        if (n.ok()) return {};
+        return text + " is out of range; expected 0 (no check) or " + kHeldOut.expected();
+      },
+      "0 (no check) or " + kHeldOut.expected());
+}
 
 struct Common {
   std::string device_uri;
@@ -44,7 +86,8 @@ void add_common(CLI::App& command, Common& common, bool file_required = false) {
                                         "calibration file to update (its other sections are kept)");
   if (file_required) out->required();
   command.add_option("--log-level", common.log_level, "trace, debug, info, warn, error, off")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(opu::one_of(kLogLevels));
   command.add_flag("--quiet", common.quiet, "no progress on stderr");
 }
 
@@ -146,36 +189,53 @@ int main(int argc, char** argv) {
   CLI::App* noise_cmd = app.add_subcommand(
       "noise", "photon-transfer curve: gain (e-/count), read noise, dark level, saturation");
   add_common(*noise_cmd, common);
-  noise_cmd->add_option("--exposures-us", noise.exposures_us,
-                        "exposures of the curve (default: device default x 1/4..8)");
+  noise_cmd
+      ->add_option("--exposures-us", noise.exposures_us,
+                   "exposures of the curve, us (default: device default x 1/4..8)")
+      ->check(in_range<double>(kPositive));
   noise_cmd->add_option("--repeats", noise.repeats, "frames per pattern and exposure")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kNoiseRepeats));
   noise_cmd->add_option("--dark-frames", noise.dark_frames, "all-off frames")
-      ->capture_default_str();
-  noise_cmd->add_option("--n-out", noise.n_out, "pixels (0 = up to 4096)")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kNoiseDarkFrames));
+  noise_cmd->add_option("--n-out", noise.n_out, "pixels (0 = up to 4096)")
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kPixels4096));
   noise_cmd->add_option("--density", noise.density, "fraction of mirrors on")
-      ->capture_default_str();
-  noise_cmd->add_option("--seed", noise.seed, "pattern seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kFraction));
+  noise_cmd->add_option("--seed", noise.seed, "pattern seed")
+      ->capture_default_str()
+      ->check(in_range<std::uint64_t>(kSeed));
 
   cal::ExposureOptions exposure;
   CLI::App* exposure_cmd = app.add_subcommand(
       "exposure", "exposure putting a percentile of counts at a fraction of full scale");
   add_common(*exposure_cmd, common);
   exposure_cmd->add_option("--percentile", exposure.percentile, "percentile of signal counts")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kPercentile));
   exposure_cmd
       ->add_option("--target", exposure.target_fraction,
                    "wanted value of that percentile, fraction of full scale")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kOpenFraction));
   exposure_cmd->add_option("--density", exposure.density, "fraction of mirrors on")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kFraction));
   exposure_cmd->add_option("--n-in", exposure.n_in, "mirrors used (0 = all)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kMirrorsAll));
   exposure_cmd->add_option("--n-out", exposure.n_out, "pixels (0 = up to 4096)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kPixels4096));
   exposure_cmd->add_option("--probe-frames", exposure.probe_frames, "frames per probe")
-      ->capture_default_str();
-  exposure_cmd->add_option("--seed", exposure.seed, "pattern seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kCount));
+  exposure_cmd->add_option("--seed", exposure.seed, "pattern seed")
+      ->capture_default_str()
+      ->check(in_range<std::uint64_t>(kSeed));
 
   cal::TmOptions tm;
   std::int64_t tm_held_out = 200;
@@ -185,38 +245,55 @@ int main(int argc, char** argv) {
       "recover the transmission matrix of a block from intensities (numerical "
       "interferometry + weighted Gauss-Newton), then check it on held-out inputs");
   add_common(*tm_cmd, common);
-  tm_cmd->add_option("--n-in", tm.n_in, "columns (mirrors) of the block")->capture_default_str();
-  tm_cmd->add_option("--n-out", tm.n_out, "rows (first pixels)")->capture_default_str();
+  tm_cmd->add_option("--n-in", tm.n_in, "columns (mirrors) of the block")
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kTmMirrors));
+  tm_cmd->add_option("--n-out", tm.n_out, "rows (first pixels)")
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kCount));
   tm_cmd->add_option("--column-offset", tm.column_offset, "first mirror of the block")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kOffset));
   tm_cmd->add_option("--anchors", tm.anchors, "nested anchors (= shells of the block)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kAnchors));
   tm_cmd
       ->add_option("--signals-per-shell", tm.signals_per_shell,
                    "random signals per shell (0 = 2 x shell size + 10)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kSignals));
   tm_cmd->add_option("--anchor-repeats", tm.anchor_repeats, "repeats of each anchor-pair frame")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kCount));
+  // Not given: as many as --n-in (TmOptions' -1, which the flag itself never accepts).
   tm_cmd
-      ->add_option("--random-frames", tm.random_frames,
-                   "random full-block frames for the refinement (-1 = n_in)")
-      ->capture_default_str();
+      ->add_option_function<std::int64_t>(
+          "--random-frames", [&tm](const std::int64_t& n) { tm.random_frames = n; },
+          "random full-block frames for the refinement (default: --n-in)")
+      ->check(in_range<std::int64_t>(kRandomFrames));
   tm_cmd
       ->add_option("--exposure-us", tm.exposure_us,
                    "exposure (0 = auto: full-block frames at --fill of full scale)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kAutoExposure));
   tm_cmd
       ->add_option("--fill", tm.fill,
                    "auto exposure: mean of a full-block frame, fraction of "
                    "full scale")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kOpenFraction));
   tm_cmd->add_option("--gn-iterations", tm.gn_iterations, "Gauss-Newton passes (0 = none)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kIterations));
   tm_cmd->add_option("--cg-iterations", tm.cg_iterations, "CG steps per pass")
-      ->capture_default_str();
-  tm_cmd->add_option("--seed", tm.seed, "design seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kCount));
+  tm_cmd->add_option("--seed", tm.seed, "design seed")
+      ->capture_default_str()
+      ->check(in_range<std::uint64_t>(kSeed));
   tm_cmd->add_option("--held-out", tm_held_out, "held-out inputs checked after (0 = no check)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(held_out_or_none());
   tm_cmd->add_flag("--ignore-noise-section", tm_ignore_noise,
                    "estimate the variance model from the frames even if the file has a noise "
                    "section");
@@ -228,10 +305,14 @@ int main(int argc, char** argv) {
       "measured frames (and, on sim://, compare with the true matrix)");
   add_common(*verify_cmd, common, /*file_required=*/true);
   verify_cmd->add_option("--held-out", verify.held_out, "held-out random inputs")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kHeldOut));
   verify_cmd->add_option("--density", verify.density, "fraction of the block's mirrors on")
-      ->capture_default_str();
-  verify_cmd->add_option("--seed", verify.seed, "held-out seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kFraction));
+  verify_cmd->add_option("--seed", verify.seed, "held-out seed")
+      ->capture_default_str()
+      ->check(in_range<std::uint64_t>(kSeed));
 
   cal::DriftOptions drift;
   CLI::App* drift_cmd = app.add_subcommand(
@@ -240,19 +321,44 @@ int main(int argc, char** argv) {
       "to recalibrate");
   add_common(*drift_cmd, common);
   drift_cmd->add_option("--interval-s", drift.interval_s, "device time between samples")
-      ->capture_default_str();
-  drift_cmd->add_option("--duration-s", drift.duration_s, "device time spanned")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kPositive));
+  drift_cmd
+      ->add_option("--duration-s", drift.duration_s,
+                   "device time spanned (at least 4 x --interval-s)")
+      ->capture_default_str()
+      ->check(in_range<double>(kPositive));
   drift_cmd
       ->add_option("--threshold", drift.threshold,
                    "recommend recalibration before the correlation falls below this")
-      ->capture_default_str();
-  drift_cmd->add_option("--n-out", drift.n_out, "pixels (0 = up to 1024)")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kOpenFraction));
+  drift_cmd->add_option("--n-out", drift.n_out, "pixels (0 = up to 1024)")
+      ->capture_default_str()
+      ->check(in_range<std::int64_t>(kPixels1024));
   drift_cmd->add_option("--exposure-us", drift.exposure_us, "exposure (0 = device default)")
-      ->capture_default_str();
-  drift_cmd->add_option("--seed", drift.seed, "reference seed")->capture_default_str();
+      ->capture_default_str()
+      ->check(in_range<double>(kDefaultExposure));
+  drift_cmd->add_option("--seed", drift.seed, "reference seed")
+      ->capture_default_str()
+      ->check(in_range<std::uint64_t>(kSeed));
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);  // --help: 0; otherwise CLI11 has printed why on stderr
+    if (code == 0) return 0;
+    // The result line, as for every other error: the last thing on stdout.
+    const std::string command =
+        app.get_subcommands().empty() ? std::string() : app.get_subcommands().front()->get_name();
+    std::cout << json{{"command", command},
+                      {"error", e.what()},
+                      {"code",
+                       std::string(opu::status_code_name(opu::StatusCode::kInvalidArgument))}}
+                     .dump()
+              << std::endl;
+    return 2;
+  }
 
   auto sink = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("opu-calibrate", sink));

@@ -123,7 +123,12 @@ static int run(int argc, char** argv) {
     if (equals == std::string::npos || equals == 0) {
       return fail(2, "--param '" + pair + "' is not NAME=VALUE");
     }
-    flags[opu::offload::normalize_param_name(pair.substr(0, equals))] = pair.substr(equals + 1);
+    const std::string name = opu::offload::normalize_param_name(pair.substr(0, equals));
+    // One value per name: a second one would silently replace the first.
+    if (!flags.emplace(name, pair.substr(equals + 1)).second) {
+      return fail(2, "--param " + pair + ": " + name + " is already given ('" + flags[name] +
+                         "'); give each parameter once");
+    }
   }
   if (auto status = opu::offload::apply_serve_params(flags, config); !status.ok()) {
     return fail(2, status.to_string());
@@ -131,7 +136,7 @@ static int run(int argc, char** argv) {
 
   // The executable owns the sinks: one stderr sink for its own logger and the library's.
   spdlog::level::level_enum level = spdlog::level::info;
-  if (!parse_level(config.log_level, level)) {
+  if (!parse_level(config.log_level, level)) {  // apply_serve_params() accepted only these
     return fail(2, "--log-level '" + config.log_level +
                        "' unknown, want trace, debug, info, warn, error or off");
   }

@@ -5,8 +5,11 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "opu_sim/value_range.h"
 
 namespace opu::offload {
 namespace {
@@ -18,21 +21,107 @@ std::string trim(std::string text) {
   return text;
 }
 
-Result<double> parse_number(const std::string& name, const std::string& value, double min) {
-  double out = 0.0;
-  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), out);
-  if (value.empty() || error != std::errc() || end != value.data() + value.size() ||
-      !std::isfinite(out) || out < min) {
-    return invalid_argument("opu-serve: " + name + " is '" + value +
-                            "', want a number >= " + std::to_string(min));
-  }
-  return out;
+// The accepted ranges of the server's numbers. A message of at least 4 KiB; below 2 GiB, gRPC's
+// limit. At most a day for the periods: longer waits overflow the clocks' durations.
+const ValueRange kMaxMessageMbRange = ValueRange::closed(0.004, 2047, "MiB");
+const ValueRange kMaxInflightRange = ValueRange::integers(1, 1000000);
+const ValueRange kSecondsRange = ValueRange::closed(0, 86400, "seconds");
+
+// "max_inflight (--max-inflight)": the name as JSON files and --param write it, and as a flag.
+std::string shown(const std::string& name) {
+  std::string flag = name;
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return name + " (--" + flag + ")";
 }
 
-Result<bool> parse_bool(const std::string& name, const std::string& value) {
-  if (value == "true" || value == "1" || value == "yes" || value == "on") return true;
-  if (value == "false" || value == "0" || value == "no" || value == "off") return false;
-  return invalid_argument("opu-serve: " + name + " is '" + value + "', want true or false");
+// The server's own settings: one table for flags, --param and JSON config files, with the range
+// of every value (a value out of range is refused, never clamped or replaced).
+struct ServeParam {
+  std::string name;
+  std::string description;
+  std::function<Status(ServeConfig&, const std::string&)> set;  // errors without the name
+};
+
+ServeParam text_param(std::string name, std::string description, std::string ServeConfig::*member) {
+  return {std::move(name), std::move(description),
+          [member](ServeConfig& c, const std::string& v) -> Status {
+            c.*member = v;
+            return {};
+          }};
+}
+
+template <typename T>
+ServeParam number_param(std::string name, std::string description, T ServeConfig::*member,
+                        ValueRange range) {
+  description += " [" + range.expected() + "]";
+  return {std::move(name), std::move(description),
+          [member, range](ServeConfig& c, const std::string& v) -> Status {
+            Result<T> value = parse_in_range<T>(v, range);
+            if (!value.ok()) return value.status();
+            c.*member = *value;
+            return {};
+          }};
+}
+
+ServeParam bool_param(std::string name, std::string description, bool ServeConfig::*member) {
+  return {std::move(name), std::move(description),
+          [member](ServeConfig& c, const std::string& v) -> Status {
+            if (v == "true" || v == "1" || v == "yes" || v == "on") {
+              c.*member = true;
+            } else if (v == "false" || v == "0" || v == "no" || v == "off") {
+              c.*member = false;
+            } else {
+              return invalid_argument(
+                  not_one_of_text(v, {"true", "false", "1", "0", "yes", "no", "on", "off"}));
+            }
+            return {};
+          }};
+}
+
+ServeParam choice_param(std::string name, std::string description, std::string ServeConfig::*member,
+                        std::vector<std::string> choices) {
+  return {std::move(name), std::move(description),
+          [member, choices](ServeConfig& c, const std::string& v) -> Status {
+            if (std::find(choices.begin(), choices.end(), v) == choices.end()) {
+              return invalid_argument(not_one_of_text(v, choices));
+            }
+            c.*member = v;
+            return {};
+          }};
+}
+
+const std::vector<ServeParam>& serve_params() {
+  static const std::vector<ServeParam> kParams = {
+      text_param("listen", "HOST:PORT to listen on; port 0 picks a free one (default 127.0.0.1:0)",
+                 &ServeConfig::listen),
+      text_param("tls_cert", "PEM certificate chain file: serve TLS (needs tls_key)",
+                 &ServeConfig::tls_cert_file),
+      text_param("tls_key", "PEM private key file of tls_cert", &ServeConfig::tls_key_file),
+      text_param("token_file", "file holding the bearer token clients must send (default: none)",
+                 &ServeConfig::token_file),
+      number_param("max_message_mb", "largest message received or sent, MiB (default 64)",
+                   &ServeConfig::max_message_mb, kMaxMessageMbRange),
+      number_param("max_inflight",
+                   "requests served at once; more get RESOURCE_EXHAUSTED (default 64)",
+                   &ServeConfig::max_inflight, kMaxInflightRange),
+      bool_param("serve_linear",
+                 "serve LinearTransform (false: UNIMPLEMENTED, frames only) (default true)",
+                 &ServeConfig::serve_linear),
+      choice_param("log_level", "trace, debug, info, warn, error or off (default info)",
+                   &ServeConfig::log_level, {"trace", "debug", "info", "warn", "error", "off"}),
+      number_param("summary_interval_s",
+                   "period of the info-level summary, seconds; 0 = at exit (default 10)",
+                   &ServeConfig::summary_interval_s, kSecondsRange),
+      number_param("shutdown_grace_s",
+                   "time in-flight calls get on SIGINT/SIGTERM, seconds (default 30)",
+                   &ServeConfig::shutdown_grace_s, kSecondsRange),
+      text_param("calibration",
+                 "calibration file (opu-calibrate ... --out FILE): its exposure becomes the "
+                 "default exposure, its masked pixels project to 0 in LinearTransform (default: "
+                 "none)",
+                 &ServeConfig::calibration_file),
+  };
+  return kParams;
 }
 
 }  // namespace
@@ -44,61 +133,22 @@ std::string normalize_param_name(std::string_view name) {
 }
 
 std::vector<std::pair<std::string, std::string>> describe_serve_params() {
-  return {
-      {"listen", "HOST:PORT to listen on; port 0 picks a free one (default 127.0.0.1:0)"},
-      {"tls_cert", "PEM certificate chain file: serve TLS (needs tls_key)"},
-      {"tls_key", "PEM private key file of tls_cert"},
-      {"token_file", "file holding the bearer token clients must send (default: none)"},
-      {"max_message_mb", "largest message received or sent, MiB (default 64)"},
-      {"max_inflight", "requests served at once; more get RESOURCE_EXHAUSTED (default 64)"},
-      {"serve_linear", "serve LinearTransform (false: UNIMPLEMENTED, frames only) (default true)"},
-      {"log_level", "trace, debug, info, warn, error or off (default info)"},
-      {"summary_interval_s", "period of the info-level summary, seconds; 0 = at exit (default 10)"},
-      {"shutdown_grace_s", "time in-flight calls get on SIGINT/SIGTERM, seconds (default 30)"},
-      {"calibration",
-       "calibration file (opu-calibrate ... --out FILE): its exposure becomes the default "
-       "exposure, its masked pixels project to 0 in LinearTransform (default: none)"},
-  };
+  std::vector<std::pair<std::string, std::string>> described;
+  for (const ServeParam& p : serve_params()) described.emplace_back(p.name, p.description);
+  return described;
 }
 
 Status apply_serve_params(const std::map<std::string, std::string>& params, ServeConfig& config) {
   for (const auto& [raw_name, value] : params) {
     const std::string name = normalize_param_name(raw_name);
-    if (name == "listen") {
-      config.listen = value;
-    } else if (name == "tls_cert") {
-      config.tls_cert_file = value;
-    } else if (name == "tls_key") {
-      config.tls_key_file = value;
-    } else if (name == "calibration") {
-      config.calibration_file = value;
-    } else if (name == "token_file") {
-      config.token_file = value;
-    } else if (name == "log_level") {
-      config.log_level = value;
-    } else if (name == "max_message_mb") {
-      Result<double> mb = parse_number(name, value, 0.004);
-      if (!mb.ok()) return mb.status();
-      config.max_message_mb = std::min(*mb, 2047.0);
-    } else if (name == "max_inflight") {
-      Result<double> n = parse_number(name, value, 1.0);
-      if (!n.ok()) return n.status();
-      config.max_inflight = static_cast<int>(std::min(*n, 1e6));
-    } else if (name == "serve_linear") {
-      Result<bool> on = parse_bool(name, value);
-      if (!on.ok()) return on.status();
-      config.serve_linear = *on;
-    } else if (name == "summary_interval_s") {
-      Result<double> s = parse_number(name, value, 0.0);
-      if (!s.ok()) return s.status();
-      config.summary_interval_s = *s;
-    } else if (name == "shutdown_grace_s") {
-      Result<double> s = parse_number(name, value, 0.0);
-      if (!s.ok()) return s.status();
-      config.shutdown_grace_s = *s;
-    } else {
-      config.sim_params[name] = value;
+    const auto& table = serve_params();
+    const auto param = std::find_if(table.begin(), table.end(),
+                                    [&](const ServeParam& p) { return p.name == name; });
+    if (param == table.end()) {
+      config.sim_params[name] = value;  // checked by SimConfig::from_params()
+      continue;
     }
+    OPU_RETURN_IF_ERROR(param->set(config, value).with_context(shown(name)));
   }
   return {};
 }
@@ -129,20 +179,26 @@ Result<std::map<std::string, std::string>> parse_json_params(std::string_view te
   }
   std::map<std::string, std::string> out;
   for (const auto& [name, value] : json.items()) {
+    std::string shown_value;
     if (value.is_string()) {
-      out[normalize_param_name(name)] = value.get<std::string>();
+      shown_value = value.get<std::string>();
     } else if (value.is_boolean()) {
-      out[normalize_param_name(name)] = value.get<bool>() ? "true" : "false";
+      shown_value = value.get<bool>() ? "true" : "false";
     } else if (value.is_number_integer() || value.is_number_unsigned()) {
-      out[normalize_param_name(name)] = value.dump();
+      shown_value = value.dump();
     } else if (value.is_number_float()) {
       std::ostringstream number;
       number.precision(17);
       number << value.get<double>();
-      out[normalize_param_name(name)] = number.str();
+      shown_value = number.str();
     } else {
       return invalid_argument("config file '" + path + "': '" + name +
                               "' must be a string, number or boolean, got " + value.type_name());
+    }
+    // "n-in" and "n_in" name one parameter: two values for it would replace one silently.
+    if (!out.emplace(normalize_param_name(name), shown_value).second) {
+      return invalid_argument("config file '" + path + "': '" + name + "' is given twice (as " +
+                              normalize_param_name(name) + " with dashes and underscores)");
     }
   }
   return out;
@@ -152,7 +208,7 @@ Result<ServerOptions> ServeConfig::server_options() const {
   ServerOptions options;
   options.listen = listen;
   if (tls_cert_file.empty() != tls_key_file.empty()) {
-    return invalid_argument("opu-serve: TLS needs both --tls-cert and --tls-key");
+    return invalid_argument("TLS needs both --tls-cert and --tls-key");
   }
   if (!tls_cert_file.empty()) {
     Result<std::string> cert = read_text_file(tls_cert_file, "TLS certificate");
@@ -167,7 +223,7 @@ Result<ServerOptions> ServeConfig::server_options() const {
     if (!token.ok()) return token.status();
     options.token = trim(*token);
     if (options.token.empty()) {
-      return invalid_argument("opu-serve: token file '" + token_file + "' is empty");
+      return invalid_argument("--token-file: token file '" + token_file + "' is empty");
     }
   }
   options.max_message_bytes = static_cast<std::int64_t>(max_message_mb * 1024.0 * 1024.0);

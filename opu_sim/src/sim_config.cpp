@@ -3,7 +3,10 @@
 #include <charconv>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <sstream>
+#include <string>
+#include <type_traits>
 
 #include "opu_sim/sim_device.h"
 
@@ -19,6 +22,13 @@ template <typename Int>
 Status parse_int(std::string_view name, std::string_view text, Int& out) {
   Int value{};
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error == std::errc::result_out_of_range ||
+      (std::is_unsigned_v<Int> && !text.empty() && text.front() == '-')) {
+    // A number, but not one the parameter can hold: say which are.
+    return bad_value(name, text,
+                     "an integer in [" + std::to_string(std::numeric_limits<Int>::min()) + ", " +
+                         std::to_string(std::numeric_limits<Int>::max()) + "]");
+  }
   if (error != std::errc() || end != text.data() + text.size()) {
     return bad_value(name, text, "an integer");
   }
@@ -228,11 +238,17 @@ std::vector<std::pair<std::string, std::string>> SimConfig::describe_params() {
 }
 
 Status SimConfig::validate() const {
-  auto range = [](std::string_view name, double value, double low, double high) -> Status {
+  // Bounds and values as written: integers in full (n_in's 2147483648, not 2.14748e+09).
+  const auto show = [](double value) {
+    if (value == std::floor(value) && std::fabs(value) < 1e15) {
+      return std::to_string(static_cast<long long>(value));
+    }
+    return format_double(value);
+  };
+  auto range = [&](std::string_view name, double value, double low, double high) -> Status {
     if (!(value >= low && value <= high)) {
-      return invalid_argument("sim parameter '" + std::string(name) + "' is " +
-                              format_double(value) + ", want a value in [" + format_double(low) +
-                              ", " + format_double(high) + "]");
+      return invalid_argument("sim parameter '" + std::string(name) + "' is " + show(value) +
+                              ", want a value in [" + show(low) + ", " + show(high) + "]");
     }
     return {};
   };
@@ -277,7 +293,13 @@ Result<std::map<std::string, std::string>> parse_query(std::string_view query) {
     if (eq == std::string_view::npos || eq == 0) {
       return invalid_argument("query: '" + std::string(pair) + "' is not name=value");
     }
-    values[std::string(pair.substr(0, eq))] = std::string(pair.substr(eq + 1));
+    const std::string name(pair.substr(0, eq));
+    const std::string value(pair.substr(eq + 1));
+    // A second value would silently replace the first.
+    if (const auto [it, added] = values.emplace(name, value); !added) {
+      return invalid_argument("query: '" + name + "' is given twice ('" + it->second + "' and '" +
+                              value + "'), want each parameter once");
+    }
   }
   return values;
 }

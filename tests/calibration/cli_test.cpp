@@ -1,5 +1,6 @@
 // opu-calibrate as a user runs it: --help, the JSON last line, the file, and errors.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -8,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "calibration/calibration_file.h"
 
@@ -111,6 +114,47 @@ TEST_SUITE("calibration") {
       CHECK(bad.status != 0);
       CHECK(last_line(bad.out)["code"] == "UNAVAILABLE");
       CHECK_FALSE(fs::exists(dir / "unreachable.json"));
+    }
+    SUBCASE("a flag out of range: flag, value and range named, exit 2, no file") {
+      // One case per kind of range: counts with a minimum, sizes where 0 means "all", (0, 1]
+      // and (0, 1) fractions, open intervals, positive lists, seeds, a flag whose default is
+      // not a number (--random-frames), 0-or-at-least-2, words.
+      for (const auto& [arguments, message] : std::vector<std::pair<std::string, std::string>>{
+               {"noise --repeats 3",
+                "--repeats: 3 is out of range; expected an integer >= 4 (a variance needs several "
+                "frames)"},
+               {"noise --n-out -5",
+                "--n-out: -5 is out of range; expected an integer >= 0 (0 = up to 4096)"},
+               {"noise --density 0", "--density: 0 is out of range; expected a number in (0, 1]"},
+               {"noise --exposures-us 100 -5",
+                "--exposures-us: -5 is out of range; expected a number > 0"},
+               {"exposure --percentile 100",
+                "--percentile: 100 is out of range; expected a number in (0, 100)"},
+               {"exposure --n-in -1",
+                "--n-in: -1 is out of range; expected an integer >= 0 (0 = all)"},
+               {"tm --random-frames -1",
+                "--random-frames: -1 is out of range; expected an integer >= 0 (default: --n-in)"},
+               {"tm --held-out 1",
+                "--held-out: 1 is out of range; expected 0 (no check) or an integer >= 2"},
+               {"tm --exposure-us -3",
+                "--exposure-us: -3 is out of range; expected a number >= 0 (us; 0 = automatic)"},
+               {"tm --fill 1", "--fill: 1 is out of range; expected a number in (0, 1)"},
+               {"verify --held-out 1", "--held-out: 1 is out of range; expected an integer >= 2"},
+               {"drift --interval-s 0", "--interval-s: 0 is out of range; expected a number > 0"},
+               {"drift --seed -1", "--seed: -1 is out of range; expected an integer >= 0"},
+               {"noise --log-level loud",
+                "--log-level: 'loud' is not a known value; expected one of trace, debug, info, "
+                "warn, error, critical, off"}}) {
+        CAPTURE(arguments);
+        const Run bad = run(arguments + " --quiet --device " + device + " --out " + file);
+        CHECK(WIFEXITED(bad.status));
+        CHECK(WEXITSTATUS(bad.status) == 2);
+        const nlohmann::json line = last_line(bad.out);
+        CHECK(line["code"] == "INVALID_ARGUMENT");
+        CHECK(line["error"] == message);
+        CHECK(line["command"] == arguments.substr(0, arguments.find(' ')));
+        CHECK_FALSE(fs::exists(file));
+      }
     }
     SUBCASE("a malformed device URI") {
       Run bad = run("noise --quiet --device 'sim://?n_in=abc' --out " + file);

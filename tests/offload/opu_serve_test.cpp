@@ -2,9 +2,15 @@
 // a client with retries that finishes its job across a killed and restarted server.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+
 #include <condition_variable>
+#include <cstdio>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "offload/remote_device.h"
 #include "offload_test_support.h"
@@ -44,6 +50,43 @@ TEST_SUITE("offload") {
     REQUIRE(serve.started());
     CHECK(serve.read_line().empty());
     CHECK(serve.wait() == 2);
+  }
+
+  TEST_CASE("opu-serve: a value out of range exits 2 naming it and its range; nothing served") {
+    // Server settings (its own table), simulator parameters (SimConfig's table) and --param.
+    for (const auto& [arguments, message] : std::vector<std::pair<std::string, std::string>>{
+             {"--max-inflight 0",
+              "max_inflight (--max-inflight): 0 is out of range; expected an integer in [1, "
+              "1000000]"},
+             {"--max-message-mb 5000",
+              "max_message_mb (--max-message-mb): 5000 is out of range; expected a number in "
+              "[0.004, 2047] (MiB)"},
+             {"--shutdown-grace-s -1",
+              "shutdown_grace_s (--shutdown-grace-s): -1 is out of range; expected a number in "
+              "[0, 86400] (seconds)"},
+             {"--serve-linear maybe",
+              "serve_linear (--serve-linear): 'maybe' is not a known value"},
+             {"--param max_inflight=-3",
+              "max_inflight (--max-inflight): -3 is out of range; expected an integer in [1, "
+              "1000000]"},
+             {"--adc-bits 0", "sim parameter 'adc_bits' is 0, want a value in [1, 16]"},
+             {"--max-batch -5", "sim parameter 'max_batch' is -5, want a value in [1, 1073741824]"},
+             {"--param seed=9", "--param seed=9: seed is already given ('7')"}}) {
+      CAPTURE(arguments);
+      std::string command;
+      for (const std::string& arg : opu::test::opu_serve_args("127.0.0.1:0")) command += arg + " ";
+      command += arguments + " 2>&1";
+      FILE* pipe = ::popen(command.c_str(), "r");
+      REQUIRE(pipe != nullptr);
+      std::string output;
+      char buffer[4096];
+      while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+      const int status = ::pclose(pipe);
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 2);
+      CHECK(output.find(message) != std::string::npos);
+      CHECK(output.find("127.0.0.1:") == std::string::npos);  // no address: nothing was served
+    }
   }
 
   TEST_CASE("opu-serve: a client with retries finishes its job across a killed, restarted server") {
