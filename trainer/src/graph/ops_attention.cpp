@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "gemm.h"
 #include "op_support.h"
 #include "trainer/graph/ops_dense.h"
 
@@ -59,21 +60,21 @@ void AttentionOp<T>::forward(Inputs in, Node<T>& out, const ForwardContext& cont
       const auto k = qkv.block(d + h * dh, b * len, dh, len);
       const auto v = qkv.block(2 * d + h * dh, b * len, dh, len);
       auto p = probs_.middleCols((b * heads_ + h) * len, len);
-      p.noalias() = k.transpose() * q;
+      detail::gemm(k, true, q, false, p, scale, T(0));  // S = Kᵀ Q / sqrt(dh)
       for (Index t = 0; t < len; ++t) {
         const Index valid = causal_ ? t + 1 : len;
         auto col = p.col(t).head(valid).array();
         const T top = col.maxCoeff();
-        col = ((col - top) * scale).exp();
+        col = (col - top).exp();
         col /= col.sum();
         if (valid < len) p.col(t).tail(len - valid).setZero();
       }
       auto o = y.block(h * dh, b * len, dh, len);
       if (active_) {
         dropped_ = p.cwiseProduct(mask_.middleCols((b * heads_ + h) * len, len));
-        o.noalias() = v * dropped_;
+        detail::gemm(v, false, dropped_, false, o, T(1), T(0));
       } else {
-        o.noalias() = v * p;
+        detail::gemm(v, false, p, false, o, T(1), T(0));
       }
     }
   }
@@ -89,7 +90,9 @@ void AttentionOp<T>::backward(Inputs in, const Node<T>& out, std::span<GradSlot<
   const Index len = in[0]->seq_len;
   const Index sequences = in[0]->sequences();
   const T scale = T(1) / std::sqrt(static_cast<T>(dh));
-  resize_to(dqkv_, qkv.rows(), qkv.cols());
+  // Written straight into the input's gradient on the first write, through scratch otherwise.
+  Matrix<T>& dqkv = din[0].accumulate ? dqkv_ : din[0].target(qkv.rows(), qkv.cols());
+  resize_to(dqkv, qkv.rows(), qkv.cols());
   resize_to(dp_, len, len);
   for (Index b = 0; b < sequences; ++b) {
     for (Index h = 0; h < heads_; ++h) {
@@ -98,17 +101,17 @@ void AttentionOp<T>::backward(Inputs in, const Node<T>& out, std::span<GradSlot<
       const auto v = qkv.block(2 * d + h * dh, b * len, dh, len);
       const auto p = probs_.middleCols((b * heads_ + h) * len, len);
       const auto d_o = dy.block(h * dh, b * len, dh, len);
-      auto dq = dqkv_.block(h * dh, b * len, dh, len);
-      auto dk = dqkv_.block(d + h * dh, b * len, dh, len);
-      auto dv = dqkv_.block(2 * d + h * dh, b * len, dh, len);
-      dp_.noalias() = v.transpose() * d_o;
+      auto dq = dqkv.block(h * dh, b * len, dh, len);
+      auto dk = dqkv.block(d + h * dh, b * len, dh, len);
+      auto dv = dqkv.block(2 * d + h * dh, b * len, dh, len);
+      detail::gemm(v, true, d_o, false, dp_, T(1), T(0));  // dP = Vᵀ dO
       if (active_) {
         const auto mask = mask_.middleCols((b * heads_ + h) * len, len);
         dropped_ = p.cwiseProduct(mask);
-        dv.noalias() = d_o * dropped_.transpose();
+        detail::gemm(d_o, false, dropped_, true, dv, T(1), T(0));
         dp_.array() *= mask.array();
       } else {
-        dv.noalias() = d_o * p.transpose();
+        detail::gemm(d_o, false, p, true, dv, T(1), T(0));  // dV = dO Pᵀ
       }
       // dS = P ⊙ (dP - <P, dP> per column), scaled; masked entries have P = 0.
       for (Index t = 0; t < len; ++t) {
@@ -119,11 +122,11 @@ void AttentionOp<T>::backward(Inputs in, const Node<T>& out, std::span<GradSlot<
         ds = scale * pc * (ds - dot);
         if (valid < len) dp_.col(t).tail(len - valid).setZero();
       }
-      dq.noalias() = k * dp_;
-      dk.noalias() = q * dp_.transpose();
+      detail::gemm(k, false, dp_, false, dq, T(1), T(0));  // dQ = K dS
+      detail::gemm(q, false, dp_, true, dk, T(1), T(0));   // dK = Q dSᵀ
     }
   }
-  din[0].assign(dqkv_);
+  if (din[0].accumulate) *din[0].m += dqkv_;
 }
 
 template <typename T>

@@ -1,10 +1,12 @@
 #include "trainer/graph/ops_dense.h"
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <numbers>
 #include <string>
 
+#include "gemm.h"
 #include "op_support.h"
 #include "trainer/random.h"
 
@@ -37,15 +39,25 @@ template <typename T>
 void LinearOp<T>::forward(Inputs in, Node<T>& out, const ForwardContext& /*context*/) {
   const Matrix<T>& x = in[0]->value();
   Matrix<T>& y = prepare(out, x.cols(), in[0]->seq_len);
-  y.noalias() = in[1]->value() * x;
-  if (in.size() == 3) y.colwise() += in[2]->value().col(0);
+  // The bias first, then sgemm adds W x to it (one pass over y, no zeroing).
+  if (in.size() == 3) y.colwise() = in[2]->value().col(0);
+  detail::gemm(in[1]->value(), false, x, false, y, T(1), in.size() == 3 ? T(1) : T(0));
 }
 
 template <typename T>
 void LinearOp<T>::backward(Inputs in, const Node<T>& out, std::span<GradSlot<T>> din) {
   const Matrix<T>& dy = out.grad();
-  if (din[0]) din[0].assign(in[1]->value().transpose() * dy);
-  if (din[1]) din[1].assign(dy * in[0]->value().transpose());
+  const Matrix<T>& w = in[1]->value();
+  const Matrix<T>& x = in[0]->value();
+  // Each gradient is written (beta 0) or added to (beta 1) by sgemm itself.
+  if (din[0]) {
+    Matrix<T>& dx = din[0].target(w.cols(), dy.cols());
+    detail::gemm(w, true, dy, false, dx, T(1), din[0].accumulate ? T(1) : T(0));
+  }
+  if (din[1]) {
+    Matrix<T>& dw = din[1].target(dy.rows(), x.rows());
+    detail::gemm(dy, false, x, true, dw, T(1), din[1].accumulate ? T(1) : T(0));
+  }
   if (in.size() == 3 && din[2]) din[2].assign(dy.rowwise().sum());
 }
 
@@ -103,9 +115,21 @@ void ActivationOp<T>::backward(Inputs in, const Node<T>& out, std::span<GradSlot
   const Matrix<T>& y = out.value();
   const Matrix<T>& dy = out.grad();
   switch (activation_) {
-    case Activation::kRelu:
-      din[0].assign((x.array() > T(0)).select(dy.array(), T(0)).matrix());
+    case Activation::kRelu: {
+      // A loop the compiler turns into masked blends (Eigen's select is not vectorised).
+      const bool acc = din[0].accumulate;
+      Matrix<T>& g = din[0].target(x.rows(), x.cols());
+      T* __restrict gd = g.data();
+      const T* __restrict xd = x.data();
+      const T* __restrict dyd = dy.data();
+      const Index n = x.size();
+      if (!acc) {
+        for (Index k = 0; k < n; ++k) gd[k] = xd[k] > T(0) ? dyd[k] : T(0);
+      } else {
+        for (Index k = 0; k < n; ++k) gd[k] += xd[k] > T(0) ? dyd[k] : T(0);
+      }
       break;
+    }
     case Activation::kGelu: {
       // d/dx x Φ(x) = Φ(x) + x φ(x).
       const T inv_sqrt2 = T(1) / std::sqrt(T(2));
@@ -192,17 +216,24 @@ void ScaleOp<T>::backward(Inputs /*in*/, const Node<T>& out, std::span<GradSlot<
 template <typename T>
 void dropout_mask(Matrix<T>& mask, double p, std::uint64_t seed, std::uint64_t step) {
   const CounterRng rng(mix64(seed ^ mix64(step)));
-  const auto threshold = static_cast<std::uint64_t>(std::llround(p * 65536.0));
+  const auto threshold = static_cast<std::uint32_t>(std::llround(p * 65536.0));
   const T keep = static_cast<T>(1.0 / (1.0 - p));
   const Index n = mask.size();
   T* m = mask.data();
-  for (Index i = 0; i < n; i += 4) {
-    // One 64-bit draw gives four 16-bit uniforms.
-    std::uint64_t bits = rng.bits(static_cast<std::uint64_t>(i / 4));
-    const Index end = std::min<Index>(n, i + 4);
-    for (Index j = i; j < end; ++j, bits >>= 16U) {
-      m[j] = (bits & 0xFFFFU) >= threshold ? keep : T(0);
-    }
+  // One 64-bit draw gives four 16-bit uniforms: element j uses the 16-bit half-word j % 4 of
+  // draw j / 4 (in memory order, little-endian: bits [16 (j % 4), 16 (j % 4) + 16)). Draws are
+  // made a chunk at a time, then compared: two loops that vectorise.
+  constexpr Index kChunk = 256;  // draws
+  std::uint64_t draws[kChunk];
+  std::uint16_t halves[4 * kChunk];
+  for (Index first = 0; first < n; first += 4 * kChunk) {
+    const Index count = std::min<Index>(kChunk, (n - first + 3) / 4);
+    const auto base = static_cast<std::uint64_t>(first / 4);
+    for (Index d = 0; d < count; ++d) draws[d] = rng.bits(base + static_cast<std::uint64_t>(d));
+    std::memcpy(halves, draws, sizeof(draws));
+    const Index end = std::min<Index>(n - first, 4 * count);
+    T* __restrict out = m + first;
+    for (Index j = 0; j < end; ++j) out[j] = halves[j] >= threshold ? keep : T(0);
   }
 }
 

@@ -81,6 +81,12 @@ struct GradSlot {
       m->noalias() = e;
     }
   }
+  /// The buffer, shaped on the first write (its content is then to be overwritten) and kept as
+  /// it is on later ones (to be added to): `accumulate` says which.
+  Matrix<T>& target(Index rows, Index cols) {
+    if (!accumulate) resize_to(*m, rows, cols);
+    return *m;
+  }
   /// The buffer for a hand-written accumulation: zeroed and shaped on the first write, kept
   /// (to add into) on later ones.
   Matrix<T>& zero_or_keep(Index rows, Index cols) {
