@@ -209,6 +209,18 @@ TEST_SUITE("trainer_graph") {
     }
   }
 
+  TEST_CASE("graph gradcheck: causal attention over several blocks of queries (70 positions)") {
+    // Causal attention computes scores by blocks of 32 queries (keys up to the block's end):
+    // 70 positions make blocks of 32, 32 and 6.
+    for (double p : {0.0, 0.2}) {
+      Graph<double> g;
+      const NodeId qkv = random_input(g, "qkv", 3 * 4, 2 * 70, 62, 70);
+      const NodeId y = attention(g, qkv, 2, true, p, 9);
+      require_ok(check_gradients(g, y, kTraining),
+                 "attention 70 positions dropout " + std::to_string(p));
+    }
+  }
+
   TEST_CASE("graph: causal attention of position t sees positions <= t only, per sequence") {
     Graph<double> g;
     const Index d = 4;
