@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -88,11 +89,8 @@ Result<IdxArray> parse_idx(std::span<const std::uint8_t> b, const std::string& p
                      std::to_string(header) + ")");
   }
   IdxArray array;
-  const auto have = static_cast<std::int64_t>(b.size() - header);
-  // Four 32-bit dimensions can multiply past 64 bits: the product is formed only while it stays
-  // within the bytes present, and a shape that needs more is a truncated file.
   std::int64_t count = 1;
-  bool beyond_file = false;
+  bool beyond_int64 = false;  // four 32-bit dimensions can multiply past 64 bits
   for (int d = 0; d < n_dims; ++d) {
     const std::size_t o = 4 + 4 * static_cast<std::size_t>(d);
     const std::int64_t dim = (static_cast<std::int64_t>(b[o]) << 24) |
@@ -103,12 +101,14 @@ Result<IdxArray> parse_idx(std::span<const std::uint8_t> b, const std::string& p
                        ", want > 0");
     }
     array.dims.push_back(dim);
-    beyond_file = beyond_file || count > have / dim;
-    if (!beyond_file) count *= dim;
+    beyond_int64 = beyond_int64 || count > std::numeric_limits<std::int64_t>::max() / dim;
+    if (!beyond_int64) count *= dim;
   }
-  if (beyond_file) {
-    return data_loss(path + ": " + std::to_string(have) + " data bytes, want more for shape " +
-                     shape_string(array.dims) + " (truncated)");
+  const auto have = static_cast<std::int64_t>(b.size() - header);
+  if (beyond_int64) {
+    return data_loss(path + ": " + std::to_string(have) +
+                     " data bytes, want more than 2^63 for shape " + shape_string(array.dims) +
+                     " (truncated)");
   }
   if (have != count) {
     return data_loss(path + ": " + std::to_string(have) + " data bytes, want " +
