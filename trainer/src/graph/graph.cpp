@@ -21,6 +21,7 @@ NodeId Graph<T>::add_node(std::unique_ptr<Node<T>> node) {
   if (!node->name.empty() && find(node->name) != kNoNode) {
     throw StatusError(invalid_argument("graph: a node is already named '" + node->name + "'"));
   }
+  if (!node->name.empty()) names_.emplace(node->name, size());
   nodes_.push_back(std::move(node));
   written_.push_back(0);
   return size() - 1;
@@ -28,10 +29,8 @@ NodeId Graph<T>::add_node(std::unique_ptr<Node<T>> node) {
 
 template <typename T>
 NodeId Graph<T>::find(const std::string& name) const {
-  for (NodeId i = 0; i < size(); ++i) {
-    if (node(i).name == name) return i;
-  }
-  return kNoNode;
+  const auto it = names_.find(name);
+  return it == names_.end() ? kNoNode : it->second;
 }
 
 template <typename T>

@@ -19,6 +19,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "trainer/graph/tensor.h"
@@ -181,6 +182,7 @@ class Graph {
   void check_id(NodeId id, const char* what) const;
 
   std::vector<std::unique_ptr<Node<T>>> nodes_;
+  std::unordered_map<std::string, NodeId> names_;
   std::deque<ParamOf<T>> params_;  // stable addresses
   std::vector<FeedbackPointRef> points_;
   std::vector<std::uint8_t> written_;  // per node: gradient written in this sweep
