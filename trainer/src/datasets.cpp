@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -274,8 +275,10 @@ Result<std::string> read_text(const std::string& path) {
 bool parse_int(const std::string& text, std::int64_t& value) {
   if (text.empty()) return false;
   char* end = nullptr;
+  errno = 0;
   value = std::strtoll(text.c_str(), &end, 10);
-  return end != nullptr && *end == '\0';
+  // The whole text (a NUL inside it would end strtoll early), and no saturation at +-2^63.
+  return end == text.c_str() + text.size() && errno != ERANGE;
 }
 }  // namespace
 
@@ -308,9 +311,11 @@ Result<GraphDataset> parse_planetoid(std::string_view content_text, std::string_
     const std::string& line = content[static_cast<std::size_t>(i)];
     const std::size_t tab = line.find('\t');
     std::int64_t label = 0;
-    if (tab == std::string::npos || !parse_int(line.substr(0, tab), label) || label < -1) {
+    if (tab == std::string::npos || !parse_int(line.substr(0, tab), label) || label < -1 ||
+        label > kMaxPlanetoidLabel) {
       return data_loss(content_path + ":" + std::to_string(i + 1) + ": '" + line.substr(0, 40) +
-                       "', want label (>= -1) TAB feature indices");
+                       "', want label (-1 to " + std::to_string(kMaxPlanetoidLabel) +
+                       ") TAB feature indices");
     }
     g.nodes.labels[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(label);
     max_label = std::max(max_label, static_cast<std::int32_t>(label));
@@ -318,9 +323,10 @@ Result<GraphDataset> parse_planetoid(std::string_view content_text, std::string_
     std::string token;
     while (features >> token) {
       std::int64_t f = 0;
-      if (!parse_int(token, f) || f < 0) {
+      if (!parse_int(token, f) || f < 0 || f >= kMaxPlanetoidFeatureValues) {
         return data_loss(content_path + ":" + std::to_string(i + 1) + ": feature index '" + token +
-                         "', want an integer >= 0");
+                         "', want an integer in [0, " + std::to_string(kMaxPlanetoidFeatureValues) +
+                         ")");
       }
       active[static_cast<std::size_t>(i)].push_back(f);
       n_features = std::max(n_features, f + 1);
@@ -330,6 +336,12 @@ Result<GraphDataset> parse_planetoid(std::string_view content_text, std::string_
     return data_loss(content_path + ": " + std::to_string(max_label + 1) + " classes, want >= 2");
   }
   g.nodes.n_classes = max_label + 1;
+  if (n_features > kMaxPlanetoidFeatureValues / n_nodes) {
+    return invalid_argument(content_path + ": " + std::to_string(n_features) + " features x " +
+                            std::to_string(n_nodes) + " nodes, want at most " +
+                            std::to_string(kMaxPlanetoidFeatureValues) +
+                            " values in the dense feature matrix");
+  }
   // Row-normalised features (Kipf & Welling's preprocessing): each node's features sum to 1.
   g.nodes.features = Eigen::MatrixXf::Zero(n_features, n_nodes);
   for (std::int64_t i = 0; i < n_nodes; ++i) {

@@ -85,6 +85,12 @@ Result<GraphDataset> parse_planetoid(std::string_view content, std::string_view 
                                      std::string_view split, const std::string& name,
                                      const std::string& base);
 
+/// Limits of a Planetoid graph's labels and features. The node features are a dense
+/// n_features x n_nodes matrix: one large feature index in a small file must not allocate
+/// gigabytes. 2^26 values (256 MiB) is five times CiteSeer's 3703 x 3327 (Cora's is 1433 x 2708).
+inline constexpr std::int64_t kMaxPlanetoidLabel = 65535;
+inline constexpr std::int64_t kMaxPlanetoidFeatureValues = std::int64_t{1} << 26;
+
 /// The symmetric normalised adjacency with self-loops of an undirected edge list.
 Eigen::SparseMatrix<float> normalized_adjacency(
     std::int64_t n_nodes, const std::vector<std::pair<std::int64_t, std::int64_t>>& edges);
