@@ -44,7 +44,7 @@ if stage fuzz; then
   # loudly but does not fail the run (OPU_FUZZ_STRICT=1 makes it fail).
   if ! bash scripts/fuzz.sh "${OPU_FUZZ_SECONDS:-20}"; then
     echo "=== run_tests: THE FUZZ STAGE FOUND PROBLEMS (see above and fuzz/findings/README.md)"
-    [ "${OPU_FUZZ_STRICT:-0}" = 1 ] && exit 1
+    if [ "${OPU_FUZZ_STRICT:-0}" = 1 ]; then exit 1; fi
   fi
 fi
 echo "=== run_tests: done in ${SECONDS} s"
