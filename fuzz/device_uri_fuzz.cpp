@@ -3,7 +3,8 @@
 // --device take them.
 //
 // Input: one URI.
-//   sim:...     sim_config_from_uri() (what open_device() parses: the query, SimConfig::from_params,
+//   sim:...     sim_config_from_uri() (what open_device() parses: the query,
+//   SimConfig::from_params,
 //               SimConfig::validate); an accepted configuration of a small device is then built
 //               and takes one frame, so that every configuration the checks accept is usable.
 //   grpc(s):... remote_options_from_uri() (addresses, query; token= and ca= name files, which are
@@ -27,7 +28,8 @@ void fuzz_sim(std::string_view uri) {
   opu::Result<opu::sim::SimConfig> parsed = opu::offload::sim_config_from_uri(uri);
   if (!parsed.ok()) return;
   opu::sim::SimConfig config = *parsed;
-  OPU_FUZZ_CHECK(config.validate().ok(), "accepted, then invalid: " + config.validate().to_string());
+  OPU_FUZZ_CHECK(config.validate().ok(),
+                 "accepted, then invalid: " + config.validate().to_string());
   // Build it only when it is small and quick: a device of 2^31 x 2^31 is valid but not for here.
   // Pacing to the device clock (realtime), compute threads and the structured medium's FFTW
   // planning (which reads and writes fft_wisdom files) are not what is being tested.

@@ -20,9 +20,9 @@ namespace opu::fuzz {
 
 /// A property every input must keep, checked in every build (not an assert: NDEBUG does not remove
 /// it). A failure prints what broke and aborts, which libFuzzer reports as a crash and saves.
-#define OPU_FUZZ_CHECK(condition, what)                                                   \
-  do {                                                                                    \
-    if (!(condition)) ::opu::fuzz::check_failed(#condition, what, __FILE__, __LINE__);    \
+#define OPU_FUZZ_CHECK(condition, what)                                                \
+  do {                                                                                 \
+    if (!(condition)) ::opu::fuzz::check_failed(#condition, what, __FILE__, __LINE__); \
   } while (false)
 
 [[noreturn]] inline void check_failed(const char* condition, const std::string& what,
@@ -67,8 +67,8 @@ class MemoryFile {
     if (ftruncate(fd_, 0) != 0) std::abort();
     std::size_t done = 0;
     while (done < content.size()) {
-      const ssize_t n = pwrite(fd_, content.data() + done, content.size() - done,
-                               static_cast<off_t>(done));
+      const ssize_t n =
+          pwrite(fd_, content.data() + done, content.size() - done, static_cast<off_t>(done));
       if (n <= 0) std::abort();
       done += static_cast<std::size_t>(n);
     }

@@ -28,7 +28,8 @@ bool apply_line(std::string_view line, StudySpec& spec, bool& devices_given) {
   const std::string_view key = line.substr(0, space);
   const std::string value(space == std::string_view::npos ? std::string_view()
                                                           : line.substr(space + 1));
-  if (key == "config") return opu::trainer::study::apply_train_config(value, "fuzz.json", spec.train).ok();
+  if (key == "config")
+    return opu::trainer::study::apply_train_config(value, "fuzz.json", spec.train).ok();
   if (key == "train") return opu::trainer::study::apply_train_setting(value, spec.train).ok();
   if (key == "sweep") {
     opu::Result<opu::trainer::study::SweepAxis> axis = opu::trainer::study::parse_sweep(value);
@@ -80,7 +81,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const opu::trainer::study::Point& point : opu::trainer::study::expand_points(spec)) {
     for (const std::string& uri : spec.devices) {
       opu::Result<std::string> device = opu::trainer::study::point_device_uri(uri, point);
-      OPU_FUZZ_CHECK(device.ok(), "valid spec, point " + point.key + ": " + device.status().to_string());
+      OPU_FUZZ_CHECK(device.ok(),
+                     "valid spec, point " + point.key + ": " + device.status().to_string());
       opu::Result<opu::trainer::app::Options> options =
           opu::trainer::study::run_options(spec, point, spec.seeds.front(), uri, 2.0);
       OPU_FUZZ_CHECK(options.ok(),

@@ -25,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const nlohmann::json written = opu::trainer::app::to_json(*options);
   opu::trainer::app::Options again;
   const opu::Status read = opu::trainer::app::apply_json(written, again);
-  OPU_FUZZ_CHECK(read.ok(), "to_json, then apply_json: " + read.to_string() + "\n" + written.dump());
+  OPU_FUZZ_CHECK(read.ok(),
+                 "to_json, then apply_json: " + read.to_string() + "\n" + written.dump());
   OPU_FUZZ_CHECK(opu::trainer::app::to_json(again) == written,
                  "to_json -> apply_json -> to_json changed the options: " + written.dump());
   return 0;

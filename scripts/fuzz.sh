@@ -69,8 +69,11 @@ run_target() {  # run_target NAME: fuzzes one target; exit status 0 when nothing
   # In a scratch directory: inputs that name files (token=FILE in a URI) find nothing of ours.
   local status=0
   (cd "$work/scratch" && "$binary" "${options[@]}" "$work/corpus" > "$work/log" 2>&1) || status=$?
-  local found
-  found="$(find "$work/artifacts" -type f | head -n 1)"
+  # libFuzzer also saves inputs slower than 10 s (slow-unit-*): reported, not a failure; a hang is
+  # -timeout's (timeout-*).
+  local found slow
+  found="$(find "$work/artifacts" -type f ! -name 'slow-unit-*' | head -n 1)"
+  slow="$(find "$work/artifacts" -type f -name 'slow-unit-*' | head -n 1)"
   local runs
   runs="$(grep -o 'stat::number_of_executed_units: [0-9]*' "$work/log" | grep -o '[0-9]*$' || true)"
   if [ "$status" -ne 0 ] || [ -n "$found" ]; then
@@ -83,6 +86,7 @@ run_target() {  # run_target NAME: fuzzes one target; exit status 0 when nothing
     return 1
   fi
   echo "fuzz.sh: $name ok, ${runs:-?} runs in $seconds s, corpus $(ls "$work/corpus" | wc -l) inputs"
+  if [ -n "$slow" ]; then echo "  note: an input took over 10 s: $slow"; fi
 }
 
 echo "fuzz.sh: $# targets for $seconds s each, $jobs at a time: $*"

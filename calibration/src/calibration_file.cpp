@@ -447,7 +447,8 @@ Result<CalibrationFile> parse_calibration(std::string_view text, std::string_vie
   json document;
   try {
     document = json::parse(text);
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {
+    // parse_error, and out_of_range for a number beyond a double (1e400).
     return invalid_argument(source + ": not valid JSON (" + error.what() + ")");
   }
   try {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 
 #include "internal.h"
 #include "offload/serve_config.h"
@@ -20,6 +21,21 @@ Result<std::int64_t> positive_integer(const std::string& uri, const std::string&
                             "' is not a positive integer");
   }
   return out;
+}
+
+// A day, the longest deadline or backoff: they are added to the system clock in nanoseconds,
+// where 2^63 ns is 292 years and a larger count of milliseconds overflows.
+constexpr std::int64_t kMaxMilliseconds = 86'400'000;
+
+Result<std::chrono::milliseconds> milliseconds(const std::string& uri, const std::string& name,
+                                               const std::string& value) {
+  Result<std::int64_t> ms = positive_integer(uri, name, value);
+  if (!ms.ok()) return ms.status();
+  if (*ms > kMaxMilliseconds) {
+    return invalid_argument("open_device: parameter " + name + "='" + value + "' in '" + uri +
+                            "' is above " + std::to_string(kMaxMilliseconds) + " (a day)");
+  }
+  return std::chrono::milliseconds(*ms);
 }
 
 std::string trim(std::string text) {
@@ -86,17 +102,17 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
     } else if (name == "server_name") {
       options.server_name = value;
     } else if (name == "deadline_ms") {
-      Result<std::int64_t> ms = positive_integer(uri, name, value);
+      Result<std::chrono::milliseconds> ms = milliseconds(uri, name, value);
       if (!ms.ok()) return ms.status();
-      options.deadline = std::chrono::milliseconds(*ms);
+      options.deadline = *ms;
     } else if (name == "retries") {
       Result<std::int64_t> n = positive_integer(uri, name, value);
       if (!n.ok()) return n.status();
       options.retry.max_attempts = static_cast<int>(std::min<std::int64_t>(*n, 1000));
     } else if (name == "backoff_ms") {
-      Result<std::int64_t> ms = positive_integer(uri, name, value);
+      Result<std::chrono::milliseconds> ms = milliseconds(uri, name, value);
       if (!ms.ok()) return ms.status();
-      options.retry.initial_backoff = std::chrono::milliseconds(*ms);
+      options.retry.initial_backoff = *ms;
       options.retry.max_backoff =
           std::max(options.retry.max_backoff, options.retry.initial_backoff);
     } else if (name == "max_message_mb") {

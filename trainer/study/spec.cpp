@@ -56,6 +56,17 @@ std::vector<std::string> split(const std::string& text, char separator) {
   return parts;
 }
 
+// Whether `text` can be written as JSON: settings, device URIs and swept values end up in the
+// ledger and in the fingerprint, and nlohmann::json refuses (throws) to write invalid UTF-8.
+bool is_utf8(const std::string& text) {
+  try {
+    (void)nlohmann::json(text).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
 // "lo:hi" or "lo:hi:step", inclusive, with a tolerance of a millionth of a step for decimals.
 constexpr int kMaxRangeValues = 1000;
 Result<std::vector<std::string>> expand_range(const std::string& what, const std::string& text) {
@@ -170,8 +181,7 @@ Result<AxisKind> axis_kind(const std::string& name) {
   return invalid_argument("--sweep: unknown parameter '" + name + "', want one of: " + known);
 }
 
-Status apply_train_config(std::string_view text, const std::string& source,
-                          nlohmann::json& train) {
+Status apply_train_config(std::string_view text, const std::string& source, nlohmann::json& train) {
   const nlohmann::json json = nlohmann::json::parse(text, nullptr, false);
   if (json.is_discarded() || !json.is_object()) {
     return invalid_argument("--config " + source + ": want a JSON object of opu-train options");
@@ -185,6 +195,7 @@ Status apply_train_setting(const std::string& setting, nlohmann::json& train) {
   if (eq == std::string::npos || eq == 0) {
     return invalid_argument("--train '" + setting + "' is not NAME=VALUE");
   }
+  if (!is_utf8(setting)) return invalid_argument("--train: the setting is not valid UTF-8");
   const std::string value = setting.substr(eq + 1);
   nlohmann::json parsed = nlohmann::json::parse(value, nullptr, false);
   train[setting.substr(0, eq)] = parsed.is_discarded() ? nlohmann::json(value) : parsed;
@@ -203,6 +214,7 @@ Result<SweepAxis> parse_sweep(const std::string& text) {
   const std::string what = "--sweep " + axis.name;
   for (const std::string& item : split(values, ',')) {
     if (item.empty()) continue;
+    if (!is_utf8(item)) return invalid_argument(what + ": a value is not valid UTF-8");
     if (item.find(':') != std::string::npos) {
       Result<std::vector<std::string>> range = expand_range(what, item);
       if (!range.ok()) return range.status();
@@ -308,6 +320,9 @@ Result<app::Options> run_options(const StudySpec& spec, const Point& point, std:
 
 Status validate(const StudySpec& spec) {
   if (spec.devices.empty()) return invalid_argument("--device: want at least one device URI");
+  for (const std::string& uri : spec.devices) {
+    if (!is_utf8(uri)) return invalid_argument("--device: a URI is not valid UTF-8");
+  }
   if (spec.seeds.empty()) return invalid_argument("--seeds: want at least one seed");
   if (spec.sweeps.empty() && !spec.exact_control) {
     return invalid_argument("--sweep: nothing to run, want at least one --sweep NAME=VALUES");
