@@ -65,7 +65,7 @@ TEST_SUITE("trainer") {
     CHECK(bp.batch == 32);
     CHECK(bp.steps == 2000);
     CHECK(bp.lr == 1e-3F);
-    CHECK(bp.schedule == "noam");
+    CHECK(bp.schedule == "constant");
     CHECK(bp.warmup == 100);
     CHECK(bp.beta2 == 0.98F);
     CHECK(bp.optimizer == "adam");

@@ -456,10 +456,10 @@ const std::vector<Field>& fields() {
                            "transformer training steps (2000)"),
       choice("schedule", &Options::schedule, {"noam", "constant", "plateau"},
              "transformer learning rate: noam (warm-up to --lr, then 1/sqrt(step)), constant "
-             "(after a linear warm-up) or plateau (x0.2 when validation stalls); bp noam, "
-             "dfa/shallow constant"),
+             "(after a linear warm-up, the default) or plateau (x0.2 when validation "
+             "stalls)"),
       number<std::int64_t>("warmup", &Options::warmup, ValueRange::at_least(0),
-                           "transformer warm-up steps (bp 100, dfa/shallow 0)"),
+                           "transformer warm-up steps (bp and noam 100, dfa/shallow 0)"),
       number<float>("beta2", &Options::beta2, ValueRange::closed_open(0, 1),
                     "Adam beta2 (transformer: bp 0.98, dfa/shallow 0.999, as the paper)"),
       number<float>("clip", &Options::clip, ValueRange::non_negative("0 = none"),
@@ -488,7 +488,7 @@ const Field* find_field(const std::string& name) {
 }
 
 // The transformer's own defaults (the reference setting of docs/trainer.md: BP with Adam 1e-3,
-// beta2 0.98 and 100 Noam warm-up steps; DFA and shallow with a constant 5e-4 and beta2 0.999),
+// beta2 0.98 and 100 warm-up steps; DFA and shallow with a constant 5e-4 and beta2 0.999),
 // and the options it cannot use.
 Status finalize_transformer(Options& o) {
   if (o.d_model % o.heads != 0) {
@@ -514,8 +514,8 @@ Status finalize_transformer(Options& o) {
   if (!o.weight_decay) o.weight_decay = 0.0F;
   if (!o.dropout) o.dropout = 0.1F;  // the paper's model
   if (!o.align_every) o.align_every = 100;
-  if (!o.schedule) o.schedule = bp ? "noam" : "constant";
-  if (!o.warmup) o.warmup = *o.schedule == "noam" ? 100 : 0;
+  if (!o.schedule) o.schedule = "constant";
+  if (!o.warmup) o.warmup = bp || *o.schedule == "noam" ? 100 : 0;
   if (!o.beta2) o.beta2 = bp ? 0.98F : 0.999F;
   if (*o.schedule == "noam" && *o.warmup < 1) {
     return invalid_argument(

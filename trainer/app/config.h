@@ -86,8 +86,8 @@ struct Options {
   bool pre_ln = false;                   // post-LN blocks as the paper, or pre-LN
   std::string positions = "sinusoidal";  // sinusoidal | learned
   std::optional<std::int64_t> steps;     // >= 1: 2000
-  std::optional<std::string> schedule;   // noam | constant | plateau: bp noam, dfa/shallow constant
-  std::optional<std::int64_t> warmup;    // >= 0 steps: bp 100, dfa/shallow 0 (noam wants >= 1)
+  std::optional<std::string> schedule;   // noam | constant | plateau: constant
+  std::optional<std::int64_t> warmup;    // >= 0 steps: bp (and noam) 100, dfa/shallow 0
   std::optional<float> beta2;            // Adam's, [0, 1): bp 0.98, dfa/shallow 0.999 (paper)
   float clip = 0.5F;                     // gradient-norm clipping, >= 0 (0 = none; paper 0.5)
   std::int64_t eval_every = 200;         // steps between validations, >= 0 (0 = at the end)
