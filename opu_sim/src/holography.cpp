@@ -407,7 +407,13 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
              : Eigen::VectorXf(
                    (counts.middleCols(1, repeats).rowwise().mean().array() - dark).matrix());
   const float mean_reference = reference.mean();
-  if (!(mean_reference > 0.0F)) {
+  // Unit-variance B: L / sqrt(gain) / sqrt(factor / n_in), with the gain estimated from the mean
+  // reference intensity (E|R r|^2 = 2 reference_mirrors / n_in); n_in and factor cancel. A
+  // reference so faint that this overflows (an ideal camera's float counts at an exposure of
+  // 1e-37 us) cannot be linearised any more than a dark one.
+  const float scale =
+      std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
+  if (!(mean_reference > 0.0F) || !std::isfinite(scale)) {
     return failed_precondition("LinearTransform: the reference reads " +
                                std::to_string(mean_reference) +
                                " counts above dark, want > 0 (exposure too short?)");
@@ -427,11 +433,6 @@ Result<Projections> linear_transform_from_frames(const LinearRequest& request,
   });
   for_each_masked_pixel(config.masked_pixels, request.n_out,
                         [&inverse_norm](std::int64_t pixel) { inverse_norm(pixel) = 0.0F; });
-  // Unit-variance B: L / sqrt(gain) / sqrt(factor / n_in), with the gain estimated from the mean
-  // reference intensity (E|R r|^2 = 2 reference_mirrors / n_in); n_in and factor cancel.
-  const float scale =
-      std::sqrt(2.0F * static_cast<float>(layout.reference_blocks) / mean_reference);
-
   const int code_repeats = request.options.repeats;
   Eigen::ArrayXf difference(request.n_out);
   for (const ActiveCode& active : plan.active) {
