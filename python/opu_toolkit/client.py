@@ -426,7 +426,7 @@ class RemoteDevice:
             wire = self._call("GetInfo", lambda t: self._get_info(
                 pb.GetInfoRequest(), timeout=t, metadata=self._metadata))
         except errors.OpuError as e:
-            self._channel.close()
+            self.close()
             raise errors.error(e.code, f"connecting to {self.description}: {e.message}") from None
         self._info = DeviceInfo.from_wire(wire)
         server_limit = wire.max_message_bytes or _DEFAULT_SERVER_LIMIT
@@ -453,10 +453,13 @@ class RemoteDevice:
                     raise errors.from_rpc_error(
                         e, f"{rpc} on {self.description}: unavailable after {k} attempts") from None
             self.stats["retries"] += 1
+            ready = grpc.channel_ready_future(self._channel)
             try:
-                grpc.channel_ready_future(self._channel).result(timeout=backoff)
+                ready.result(timeout=backoff)
             except grpc.FutureTimeoutError:
                 pass
+            finally:
+                ready.cancel()  # stops its polling thread (which would fail once closed)
             backoff = min(self.options.max_backoff_s, backoff * 2)
         raise AssertionError("unreachable")
 
@@ -660,6 +663,14 @@ class RemoteDevice:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            # A retry's wait for the channel (channel_ready_future) leaves grpcio's connectivity
+            # polling thread running for up to 0.2 s after it is cancelled; closing the channel
+            # under it makes that thread fail (grpcio 1.51, _channel._poll_connectivity). Let it
+            # finish first: a bounded wait, only after retries.
+            state = getattr(self._channel, "_connectivity_state", None)
+            end = time.monotonic() + 1.0
+            while getattr(state, "polling", False) and time.monotonic() < end:
+                time.sleep(0.01)
             self._channel.close()
 
     def __enter__(self):
@@ -701,10 +712,11 @@ class ServeProcess:
     read from its first line of stdout, stopped with SIGTERM (then SIGKILL) by ``stop()``, by
     garbage collection or at interpreter exit."""
 
-    def __init__(self, args: Iterable[str], start_timeout_s: float = 60.0):
+    def __init__(self, args: Iterable[str], start_timeout_s: float = 60.0,
+                 listen: str = "127.0.0.1:0"):
         exe = find_opu_serve()
         self._stderr = tempfile.TemporaryFile()
-        cmd = [exe, "--listen", "127.0.0.1:0", *args]
+        cmd = [exe, "--listen", listen, *args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=self._stderr)
         self._finalizer = weakref.finalize(self, _stop_process, self.proc)
