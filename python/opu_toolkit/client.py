@@ -247,12 +247,16 @@ def _positive_integer(uri: str, name: str, value: str) -> int:
     return int(value)
 
 
-def _milliseconds(uri: str, name: str, value: str) -> float:
-    ms = _positive_integer(uri, name, value)
-    if ms > _MAX_MS:
+def _bounded_integer(uri: str, name: str, value: str, most: int, meaning: str) -> int:
+    n = _positive_integer(uri, name, value)
+    if n > most:
         raise InvalidArgumentError(f"open_device: parameter {name}='{value}' in '{uri}' is above "
-                                   f"{_MAX_MS} (a day)")
-    return ms / 1000.0
+                                   f"{most} ({meaning})")
+    return n
+
+
+def _milliseconds(uri: str, name: str, value: str) -> float:
+    return _bounded_integer(uri, name, value, _MAX_MS, "a day") / 1000.0
 
 
 def _read_file(path: str, what: str, param: str) -> bytes:
@@ -304,12 +308,13 @@ def remote_options_from_uri(uri: str) -> RemoteOptions:
         elif name == "deadline_ms":
             options.deadline_s = _milliseconds(uri, name, value)
         elif name == "retries":
-            options.retries = min(_positive_integer(uri, name, value), 1000)
+            options.retries = _bounded_integer(uri, name, value, 1000, "attempts per call")
         elif name == "backoff_ms":
             options.backoff_s = _milliseconds(uri, name, value)
             options.max_backoff_s = max(options.max_backoff_s, options.backoff_s)
         elif name == "max_message_mb":
-            options.max_message_bytes = min(_positive_integer(uri, name, value), 2047) << 20
+            options.max_message_bytes = _bounded_integer(
+                uri, name, value, 2047, "gRPC's message limit is an int") << 20
         else:
             raise InvalidArgumentError(
                 f"open_device: unknown parameter '{name}' in '{uri}', want token, ca, server_name,"

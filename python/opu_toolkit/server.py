@@ -216,7 +216,11 @@ class _Service:
     # -- the RPCs --
 
     def get_info(self, request: bytes, context) -> bytes:
-        return self.guarded("GetInfo", context, lambda: self.wire_info, is_request=False)
+        def body():
+            self._parse(pb.GetInfoRequest, request, "GetInfo")
+            return self.wire_info
+
+        return self.guarded("GetInfo", context, body, is_request=False)
 
     def _serve_transform(self, data: bytes, rpc: str, method: str):
         r = self._parse(pb.TransformRequest, data, method)
