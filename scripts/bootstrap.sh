@@ -17,6 +17,9 @@ readonly PACKAGES=(
   dataset-fashion-mnist openssl
   # opu-study renders its plots (SVG) with gnuplot
   gnuplot-nox
+  # python/ (the opu_toolkit package for PyTorch users, docs/python.md) and its tests; Debian's
+  # python3 with these, no pip: gRPC, protobuf, numpy, PyTorch (CPU) and pytest
+  python3 python3-grpcio python3-protobuf python3-numpy python3-torch python3-pytest
   # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP
   clang libclang-rt-14-dev libomp-dev
 )

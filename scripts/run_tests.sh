@@ -8,12 +8,15 @@
 #            each build this CPU can execute (scripts/check_targets.sh);
 #   asan     the simulator and offload suites under AddressSanitizer + UBSan (`asan` preset); the
 #            trainer and calibration suites, mostly long training loops, run in `dev` only;
+#   python   the Python package's tests (python/tests, pytest with Debian's python3): the client
+#            against opu-serve and the C++ client bit for bit, the wire contract against opu-serve
+#            and the Python adapter, opu-train against a Python device, DFA for PyTorch;
 #   fuzz     every libFuzzer target for $OPU_FUZZ_SECONDS seconds (default 20; scripts/fuzz.sh).
-# OPU_TEST_STAGES selects stages (default: all four, as CI runs them), e.g.
+# OPU_TEST_STAGES selects stages (default: all five, as CI runs them), e.g.
 #   OPU_TEST_STAGES=dev scripts/run_tests.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stages=" ${OPU_TEST_STAGES:-dev targets asan fuzz} "
+stages=" ${OPU_TEST_STAGES:-dev python targets asan fuzz} "
 jobs="$(nproc)"
 
 stage() {  # stage NAME: whether NAME was asked for; prints a banner with the time so far
@@ -27,6 +30,15 @@ if stage dev; then
   cmake --preset dev
   cmake --build --preset dev -j "$jobs"
   ctest --preset dev -j "$jobs"
+fi
+
+if stage python; then
+  # The executables the tests start or compare against (already built by the dev stage).
+  cmake --preset dev
+  cmake --build --preset dev -j "$jobs" --target opu-serve opu-train opu-device-call
+  # Stubs from proto/ (protoc + grpc_python_plugin), then the tests, with Debian's interpreter.
+  (cd python && /usr/bin/python3 -m opu_toolkit._proto >/dev/null &&
+     OPU_SERVE="$PWD/../build/dev/offload/opu-serve" /usr/bin/python3 -m pytest -q)
 fi
 
 if stage targets; then
