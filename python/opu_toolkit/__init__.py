@@ -12,7 +12,11 @@ from .errors import (DataLossError, DeadlineExceededError, FailedPreconditionErr
                      OutOfRangeError, ResourceExhaustedError, UnauthenticatedError,
                      UnavailableError, UnimplementedError)
 
+from .dfa import DFA, DFALayer, FeedbackPointsHandling  # noqa: E402 (torch: imported last)
+from .alignment import AlignmentMeasurement  # noqa: E402
+
 __all__ = [
+    "DFA", "DFALayer", "FeedbackPointsHandling", "AlignmentMeasurement",
     "DeviceInfo", "FrameInfo", "Frames", "LinearOptions", "Projections", "RemoteDevice",
     "SimDevice", "open_device", "recommended_linear_options", "OpuError", "InvalidArgumentError",
     "OutOfRangeError", "NotFoundError", "FailedPreconditionError", "UnauthenticatedError",
