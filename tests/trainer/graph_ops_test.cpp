@@ -16,6 +16,7 @@
 #include "trainer/graph/ops_embedding.h"
 #include "trainer/graph/ops_loss.h"
 #include "trainer/graph/ops_norm.h"
+#include "trainer/graph/ops_sparse.h"
 
 TEST_SUITE("trainer_graph") {
   using namespace opu::trainer::graph;
@@ -293,6 +294,81 @@ TEST_SUITE("trainer_graph") {
     CHECK(g.value(loss)(0, 0) == doctest::Approx(want / 4.0).epsilon(1e-12));
     const auto& op = dynamic_cast<const SoftmaxCrossEntropyOp<double>&>(*g.node(loss).op);
     CHECK(op.counted() == 4);
+  }
+
+  TEST_CASE("graph gradcheck: per-unit losses (BCE on logits, squared error), index or float targets") {
+    for (PerUnitLoss kind : {PerUnitLoss::kBinaryCrossEntropy, PerUnitLoss::kSquaredError}) {
+      INFO(per_unit_loss_name(kind));
+      const bool bce = kind == PerUnitLoss::kBinaryCrossEntropy;
+      auto build = [&](Graph<double>& g, NodeId z, NodeId t) {
+        return bce ? binary_cross_entropy(g, z, t) : squared_error(g, z, t);
+      };
+      // Index targets: the one-hot of each class, a negative class leaves its column out.
+      Graph<double> g;
+      const NodeId z = random_input(g, "z", 4, 6, 93, 1, 3.0);
+      const NodeId t = g.index_input("t");
+      const std::vector<std::int32_t> classes{0, 3, -1, 2, 2, -1};
+      g.set_ids(t, classes);
+      const NodeId loss = build(g, z, t);
+      require_ok(check_gradients(g, loss, kTraining), per_unit_loss_name(kind) + " (index)");
+      g.forward(kTraining);
+      const Matrix<double>& zv = g.value(z);
+      double want = 0.0;
+      for (Index c = 0; c < 6; ++c) {
+        const std::int32_t k = classes[static_cast<std::size_t>(c)];
+        if (k < 0) continue;
+        for (Index i = 0; i < 4; ++i) {
+          const double v = zv(i, c);
+          const double target = i == k ? 1.0 : 0.0;
+          want += bce ? std::log(1.0 + std::exp(v)) - target * v : 0.5 * (v - target) * (v - target);
+        }
+      }
+      CHECK(g.value(loss)(0, 0) == doctest::Approx(want / 4.0).epsilon(1e-12));
+      // Float targets (soft labels in [0, 1]): every column counted.
+      Graph<double> f;
+      const NodeId zf = random_input(f, "z", 3, 5, 94, 1, 3.0);
+      const NodeId tf = f.input("t", 3);
+      f.set_input(tf, (random_matrix_d(3, 5, 95).array().tanh() * 0.5 + 0.5).matrix());
+      const NodeId lf = build(f, zf, tf);
+      require_ok(check_gradients(f, lf, kTraining), per_unit_loss_name(kind) + " (float)");
+      // Large logits stay finite.
+      Graph<double> big;
+      const NodeId zb = big.input("z", 2, true);
+      big.set_input(zb, (Matrix<double>(2, 1) << 800.0, -800.0).finished());
+      const NodeId tb = big.index_input("t");
+      big.set_ids(tb, std::vector<std::int32_t>{1});
+      const NodeId lb = build(big, zb, tb);
+      big.forward(kTraining);
+      CHECK(std::isfinite(big.value(lb)(0, 0)));
+    }
+  }
+
+  TEST_CASE("graph gradcheck: sparse propagation x A (+ b), A not square, an input used twice") {
+    // A 5 x 4 sparse matrix with an empty column and a repeated row, x (3 x 5).
+    auto a = std::make_shared<SparseMatrix<double>>(5, 4);
+    std::vector<Eigen::Triplet<double>> entries{{0, 0, 0.5}, {2, 0, -1.0}, {1, 1, 2.0},
+                                                {4, 1, 0.25}, {2, 3, 1.5}, {3, 3, -0.75},
+                                                {4, 3, 0.1}};
+    a->setFromTriplets(entries.begin(), entries.end());
+    a->makeCompressed();
+    Graph<double> g;
+    const NodeId x = random_input(g, "x", 3, 5, 121);
+    const NodeId b = random_param(g, "b", 3, 1, 122);
+    const NodeId y = propagate<double>(g, x, a, b);
+    const NodeId y2 = propagate<double>(g, x, a);
+    const NodeId out = add(g, y, y2);
+    require_ok(check_gradients(g, out, kTraining), "propagate");
+    g.forward(kTraining);
+    const Matrix<double> dense = Matrix<double>(*a);
+    const Matrix<double> want = (g.value(x) * dense).colwise() + g.value(b).col(0);
+    CHECK((g.value(y) - want).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK(g.value(y).col(2) == g.value(b).col(0));  // the empty column: the bias only
+    // A graph of the wrong size is refused at run time, naming the node.
+    Graph<double> bad;
+    const NodeId xb = bad.input("x", 3);
+    bad.set_input(xb, random_matrix_d(3, 4, 1));
+    propagate<double>(bad, xb, a, kNoNode, "prop");
+    CHECK_THROWS_WITH_AS(bad.forward(kTraining), doctest::Contains("'prop'"), opu::StatusError);
   }
 
   TEST_CASE("graph gradcheck: a small network of every op at once") {

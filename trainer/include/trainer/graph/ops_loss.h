@@ -35,4 +35,34 @@ class SoftmaxCrossEntropyOp final : public Op<T> {
 template <typename T>
 NodeId softmax_cross_entropy(Graph<T>& g, NodeId logits, NodeId targets, std::string name = {});
 
+/// Targets of the per-unit losses below: either an index node (one class per column: the target
+/// is its one-hot vector, and a negative class leaves the column out) or a float node of the
+/// prediction's shape (every column counted).
+enum class PerUnitLoss {
+  kBinaryCrossEntropy,  // ℓ_c = Σ_i softplus(z_ic) - t_ic z_ic on logits z; dℓ/dz = σ(z) - t
+  kSquaredError,        // ℓ_c = ½ ‖y_c - t_c‖²;                          dℓ/dy = y - t
+};
+std::string per_unit_loss_name(PerUnitLoss kind);
+
+/// L = (1/n) Σ_c ℓ_c over the n counted columns (0 when none), a 1 x 1 node.
+template <typename T>
+class PerUnitLossOp final : public Op<T> {
+ public:
+  using typename Op<T>::Inputs;
+  explicit PerUnitLossOp(PerUnitLoss kind) : kind_(kind) {}
+  std::string kind() const override { return per_unit_loss_name(kind_); }
+  Index output_rows(const std::string& name, Inputs in) const override;
+  void forward(Inputs in, Node<T>& out, const ForwardContext& context) override;
+  void backward(Inputs in, const Node<T>& out, std::span<GradSlot<T>> din) override;
+
+ private:
+  PerUnitLoss kind_;
+  Index counted_ = 0;
+};
+
+template <typename T>
+NodeId binary_cross_entropy(Graph<T>& g, NodeId logits, NodeId targets, std::string name = {});
+template <typename T>
+NodeId squared_error(Graph<T>& g, NodeId prediction, NodeId targets, std::string name = {});
+
 }  // namespace opu::trainer::graph
