@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -16,11 +17,11 @@
 #include "opu_sim/threading.h"
 #include "trainer/datasets.h"
 #include "trainer/feedback.h"
-#include "trainer/learner.h"
-#include "trainer/losses.h"
-#include "trainer/model.h"
+#include "trainer/graph/learner.h"
+#include "trainer/models/gcn.h"
+#include "trainer/models/mlp.h"
 #include "trainer/optimizer.h"
-#include "trainer/trainer.h"
+#include "trainer/tasks/classification.h"
 #include "transformer_app.h"
 
 namespace opu::trainer::app {
@@ -49,7 +50,7 @@ void draw_bar(std::ostream& err, std::int64_t epoch, std::int64_t epochs, std::i
       << fixed(loss, 4) << "   " << std::flush;
 }
 
-std::string epoch_line(const EpochRecord& r, std::int64_t epochs) {
+std::string epoch_line(const tasks::EpochRecord& r, std::int64_t epochs) {
   std::ostringstream s;
   s << "epoch " << std::setw(3) << r.epoch << "/" << epochs << "  loss " << fixed(r.loss, 4)
     << "  train " << percent(r.train_accuracy) << "%";
@@ -65,7 +66,7 @@ std::string epoch_line(const EpochRecord& r, std::int64_t epochs) {
   return s.str();
 }
 
-void summary_table(std::ostream& out, const std::vector<EpochRecord>& history,
+void summary_table(std::ostream& out, const std::vector<tasks::EpochRecord>& history,
                    const std::string& title) {
   out << "\n" << title << "\n";
   if (history.empty()) return;
@@ -79,7 +80,7 @@ void summary_table(std::ostream& out, const std::vector<EpochRecord>& history,
   const std::size_t every = std::max<std::size_t>(1, (history.size() + 19) / 20);
   for (std::size_t i = 0; i < history.size(); ++i) {
     if (i % every != every - 1 && i + 1 != history.size()) continue;
-    const EpochRecord& r = history[i];
+    const tasks::EpochRecord& r = history[i];
     out << std::setw(6) << r.epoch << "  " << std::setw(6) << fixed(r.loss, 4) << "  "
         << percent(r.train_accuracy);
     for (const auto& [split, value] : r.accuracy) {
@@ -115,10 +116,12 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
 
   // --- data and model ---
   std::optional<ImageDataset> images;
-  std::optional<GraphDataset> graph;
-  std::unique_ptr<Task> task;
-  std::unique_ptr<Model> model;
+  std::optional<GraphDataset> graph_data;
+  std::unique_ptr<tasks::ClassificationTask> task;
+  std::unique_ptr<models::ClassifierModel<float>> model;
   std::string data_name;
+  Result<models::ClassifierLoss> loss = models::parse_classifier_loss(o.loss);
+  if (!loss.ok()) return fail(loss.status());
   try {
     if (o.model == "mlp") {
       const std::string dir = o.data.empty() ? kFashionMnistDir : o.data;
@@ -138,17 +141,21 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       o.normalize = std::vector<float>{stats.mean, stats.std};
       spdlog::info("inputs: (pixel - {:.4f}) / {:.4f}", stats.mean, stats.std);
       for (LabelledData* split : {&images->train, &images->test}) standardize(*split, stats);
-      ActivationKind activation = ActivationKind::kRelu;  // finalize() checked the name
+      models::MlpConfig c;
+      c.inputs = images->train.features.rows();
+      c.hidden.assign(o.hidden->begin(), o.hidden->end());
+      c.classes = images->train.n_classes;
+      c.activation = graph::Activation::kRelu;  // finalize() checked the name
       if (o.activation == "tanh") {
-        activation = ActivationKind::kTanh;
+        c.activation = graph::Activation::kTanh;
       } else if (o.activation == "sigmoid") {
-        activation = ActivationKind::kSigmoid;
+        c.activation = graph::Activation::kSigmoid;
       }
-      const std::vector<Eigen::Index> hidden(o.hidden->begin(), o.hidden->end());
-      model = std::make_unique<Model>(make_mlp(images->train.features.rows(), hidden,
-                                               images->train.n_classes, activation, o.seed,
-                                               *o.dropout));
-      task = std::make_unique<ImageTask>(*images, *o.batch, o.seed);
+      c.dropout = *o.dropout;
+      c.loss = *loss;
+      c.seed = o.seed;
+      model = models::build_mlp<float>(c);
+      task = std::make_unique<tasks::SampleClassification>(*images, *o.batch, o.seed);
     } else {
       std::string dir = o.data;
       if (dir.empty()) {
@@ -158,27 +165,36 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
       }
       Result<GraphDataset> loaded = load_planetoid(dir, o.dataset);
       if (!loaded.ok()) return fail(loaded.status());
-      graph = std::move(*loaded);
+      graph_data = std::move(*loaded);
       data_name = dir + "/" + o.dataset;
-      const std::vector<Eigen::Index> hidden(o.hidden->begin(), o.hidden->end());
-      model = std::make_unique<Model>(make_gcn(graph->adjacency, graph->nodes.features.rows(),
-                                               hidden, graph->nodes.n_classes, *o.dropout, o.seed,
-                                               *o.input_dropout));
-      task = std::make_unique<GraphTask>(*graph);
+      models::GcnConfig c;
+      c.inputs = graph_data->nodes.features.rows();
+      c.hidden.assign(o.hidden->begin(), o.hidden->end());
+      c.classes = graph_data->nodes.n_classes;
+      c.dropout = *o.dropout;
+      c.input_dropout = *o.input_dropout;
+      c.loss = *loss;
+      c.seed = o.seed;
+      model = models::build_gcn<float>(c, graph_data->adjacency);
+      task = std::make_unique<tasks::NodeClassification>(*graph_data);
     }
   } catch (const StatusError& e) {
     return fail(e.status());
   }
-  Result<std::unique_ptr<Loss>> loss = make_loss(o.loss);
-  if (!loss.ok()) return fail(loss.status());
+  graph::Graph<float>& g = model->graph;
+  const tasks::ClassifierNodes nodes{&g, model->input, model->labels, model->logits, model->loss};
   Result<std::unique_ptr<Optimizer>> optimizer =
       make_optimizer(*o.optimizer, *o.lr, o.momentum, *o.weight_decay);
   if (!optimizer.ok()) return fail(optimizer.status());
 
   // --- feedback ---
+  graph::Index d_max = 0;
+  for (const graph::FeedbackPointRef& p : g.feedback_points()) {
+    d_max = std::max(d_max, g.node(p.node).rows);
+  }
   FeedbackSetup feedback_setup;
   if (*method == Method::kDfa) {
-    Result<FeedbackSetup> made = make_feedback(o, model->output_size(), model->max_feedback_size());
+    Result<FeedbackSetup> made = make_feedback(o, g.node(model->logits).rows, d_max);
     if (!made.ok()) return fail(made.status());
     feedback_setup = std::move(*made);
   }
@@ -189,17 +205,14 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                  o.calibration);
   }
 
-  std::unique_ptr<Learner> learner;
-  try {
-    learner = std::make_unique<Learner>(*model, **loss, *method, feedback.get());
-  } catch (const StatusError& e) {
-    return fail(e.status());
-  }
-  TrainerOptions trainer_options;
+  std::unique_ptr<graph::GraphLearner> learner;
+  std::unique_ptr<tasks::ClassifierTrainer> trainer_ptr;
+  tasks::ClassifierTrainerOptions trainer_options;
   trainer_options.epochs = *o.epochs;
   trainer_options.seed = o.seed;
   trainer_options.align_every = *o.align_every;
   trainer_options.checkpoint_dir = o.checkpoint;
+  trainer_options.signature = model->signature;
   // What must match for a checkpoint to be resumed (the learning rate or epochs may change).
   trainer_options.identity = {{"model", o.model},
                               {"method", o.method},
@@ -210,7 +223,15 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
                               {"dataset", o.model == "gcn" ? o.dataset : "idx"}};
   // Only for the noisy control, so that checkpoints of every other setup keep their identity.
   if (o.feedback == "digital-noisy") trainer_options.identity["feedback_snr"] = *o.feedback_snr;
-  Trainer trainer(trainer_options, *model, *task, *learner, **optimizer);
+  try {
+    learner = std::make_unique<graph::GraphLearner>(g, model->loss, model->logits, *method,
+                                                    feedback.get());
+    trainer_ptr = std::make_unique<tasks::ClassifierTrainer>(trainer_options, nodes, *task,
+                                                             *learner, **optimizer);
+  } catch (const StatusError& e) {
+    return fail(e.status());
+  }
+  tasks::ClassifierTrainer& trainer = *trainer_ptr;
   if (o.resume) {
     const Status resumed = trainer.resume(o.checkpoint);
     if (!resumed.ok()) return fail(resumed);
@@ -223,8 +244,8 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
     if (!metrics) return fail(failed_precondition("--metrics " + o.metrics + ": cannot write"));
     nlohmann::json config{{"type", "config"},
                           {"options", to_json(o)},
-                          {"model", model->signature()},
-                          {"parameters", model->num_parameters()},
+                          {"model", model->signature},
+                          {"parameters", g.num_parameters()},
                           {"feedback", feedback ? feedback->describe() : "none"},
                           {"resumed_at_epoch", trainer.epochs_done()}};
     if (calibration) {
@@ -234,21 +255,21 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
     }
     metrics << config.dump() << "\n";
   }
-  out << "opu-train: " << o.model << " " << model->signature() << " (" << model->num_parameters()
+  out << "opu-train: " << o.model << " " << model->signature << " (" << g.num_parameters()
       << " parameters) on " << data_name << ", method " << o.method;
   if (feedback) out << ", feedback " << feedback->describe();
   out << ", " << *o.optimizer << " lr " << *o.lr << ", " << *o.epochs << " epochs";
   if (trainer.epochs_done() > 0) out << " (resuming after epoch " << trainer.epochs_done() << ")";
   out << std::endl;
 
-  TrainerCallbacks callbacks;
+  tasks::ClassifierCallbacks callbacks;
   if (progress_bar) {
     callbacks.on_step = [&](std::int64_t epoch, std::int64_t step, std::int64_t steps,
                             double step_loss) {
       if (step == steps || step % 10 == 0) draw_bar(err, epoch, *o.epochs, step, steps, step_loss);
     };
   }
-  callbacks.on_epoch = [&](const EpochRecord& r) {
+  callbacks.on_epoch = [&](const tasks::EpochRecord& r) {
     if (progress_bar) err << "\r" << std::string(80, ' ') << "\r" << std::flush;
     out << epoch_line(r, *o.epochs) << std::endl;
     if (metrics.is_open()) {
@@ -269,7 +290,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   };
 
   const Status status = trainer.run(callbacks);
-  const std::vector<EpochRecord>& history = trainer.history();
+  const std::vector<tasks::EpochRecord>& history = trainer.history();
   summary["method"] = o.method;
   summary["feedback"] = *method == Method::kDfa ? o.feedback : "none";
   summary["model"] = o.model;
@@ -277,14 +298,14 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   summary["epochs"] = trainer.epochs_done();
   summary["seed"] = o.seed;
   if (!history.empty()) {
-    const EpochRecord& last = history.back();
+    const tasks::EpochRecord& last = history.back();
     double best = 0.0;
     double test_at_best_val = std::nan("");
     double best_val = -1.0;
     double wall = 0.0;
     double device_time = 0.0;
     std::int64_t frames = 0;
-    for (const EpochRecord& r : history) {
+    for (const tasks::EpochRecord& r : history) {
       best = std::max(best, r.accuracy.count("test") ? r.accuracy.at("test") : 0.0);
       if (auto it = r.accuracy.find("val"); it != r.accuracy.end() && it->second > best_val) {
         best_val = it->second;
