@@ -37,7 +37,7 @@ if stage python; then
   cmake --preset dev
   cmake --build --preset dev -j "$jobs" --target opu-serve opu-train opu-device-call
   # Stubs from proto/ (protoc + grpc_python_plugin), then the tests, with Debian's interpreter.
-  (cd python && /usr/bin/python3 -m opu_toolkit._proto >/dev/null &&
+  (cd python && /usr/bin/python3 -c 'import opu_toolkit' &&
      OPU_SERVE="$PWD/../build/dev/offload/opu-serve" /usr/bin/python3 -m pytest -q)
 fi
 

@@ -3,8 +3,9 @@
 Nothing generated is committed: on first import the stubs are made from the .proto files with
 Debian's ``protoc --python_out`` and ``grpc_python_plugin`` (packages protobuf-compiler and
 protobuf-compiler-grpc), into a folder keyed by a hash of the sources and of the compiler, and
-made again whenever a .proto or the compiler changes. ``python3 -m opu_toolkit._proto`` does the
-same ahead of time (scripts/run_tests.sh calls it, so a missing compiler fails early and clearly).
+made again whenever a .proto or the compiler changes. Importing the package does it, so
+``python3 -c 'import opu_toolkit'`` generates ahead of time (scripts/run_tests.sh runs it first, so
+a missing compiler fails early and clearly).
 
 Where the stubs go: ``$OPU_PYTHON_GEN`` when set, else ``opu_toolkit/_generated/`` beside this
 file when that folder is writable (the checkout; it is git-ignored), else
@@ -136,6 +137,3 @@ def _load() -> tuple[ModuleType, ...]:
 
 
 pb, pb_grpc, health_pb, health_grpc, reflection_pb, reflection_grpc = _load()
-
-if __name__ == "__main__":
-    print(generate())
