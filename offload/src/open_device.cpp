@@ -26,15 +26,28 @@ Result<std::int64_t> positive_integer(const std::string& uri, const std::string&
 // A day, the longest deadline or backoff: they are added to the system clock in nanoseconds,
 // where 2^63 ns is 292 years and a larger count of milliseconds overflows.
 constexpr std::int64_t kMaxMilliseconds = 86'400'000;
+// Attempts per call: far beyond any useful retry policy, and an int.
+constexpr std::int64_t kMaxAttempts = 1000;
+// gRPC takes the message limit as an int of bytes: 2047 MiB is the largest that fits.
+constexpr std::int64_t kMaxMessageMiB = 2047;
+
+// A positive integer no larger than `most` (`meaning` says why that bound, in the error).
+Result<std::int64_t> bounded_integer(const std::string& uri, const std::string& name,
+                                     const std::string& value, std::int64_t most,
+                                     const std::string& meaning) {
+  Result<std::int64_t> n = positive_integer(uri, name, value);
+  if (!n.ok()) return n.status();
+  if (*n > most) {
+    return invalid_argument("open_device: parameter " + name + "='" + value + "' in '" + uri +
+                            "' is above " + std::to_string(most) + " (" + meaning + ")");
+  }
+  return *n;
+}
 
 Result<std::chrono::milliseconds> milliseconds(const std::string& uri, const std::string& name,
                                                const std::string& value) {
-  Result<std::int64_t> ms = positive_integer(uri, name, value);
+  Result<std::int64_t> ms = bounded_integer(uri, name, value, kMaxMilliseconds, "a day");
   if (!ms.ok()) return ms.status();
-  if (*ms > kMaxMilliseconds) {
-    return invalid_argument("open_device: parameter " + name + "='" + value + "' in '" + uri +
-                            "' is above " + std::to_string(kMaxMilliseconds) + " (a day)");
-  }
   return std::chrono::milliseconds(*ms);
 }
 
@@ -106,9 +119,9 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
       if (!ms.ok()) return ms.status();
       options.deadline = *ms;
     } else if (name == "retries") {
-      Result<std::int64_t> n = positive_integer(uri, name, value);
+      Result<std::int64_t> n = bounded_integer(uri, name, value, kMaxAttempts, "attempts per call");
       if (!n.ok()) return n.status();
-      options.retry.max_attempts = static_cast<int>(std::min<std::int64_t>(*n, 1000));
+      options.retry.max_attempts = static_cast<int>(*n);
     } else if (name == "backoff_ms") {
       Result<std::chrono::milliseconds> ms = milliseconds(uri, name, value);
       if (!ms.ok()) return ms.status();
@@ -116,9 +129,10 @@ Result<RemoteOptions> remote_options_from_uri(std::string_view uri_view) {
       options.retry.max_backoff =
           std::max(options.retry.max_backoff, options.retry.initial_backoff);
     } else if (name == "max_message_mb") {
-      Result<std::int64_t> mb = positive_integer(uri, name, value);
+      Result<std::int64_t> mb =
+          bounded_integer(uri, name, value, kMaxMessageMiB, "gRPC's message limit is an int");
       if (!mb.ok()) return mb.status();
-      options.max_message_bytes = std::min<std::int64_t>(*mb, 2047) << 20;
+      options.max_message_bytes = *mb << 20;
     } else {
       return invalid_argument("open_device: unknown parameter '" + name + "' in '" + uri +
                               "', want token, ca, server_name, deadline_ms, retries, backoff_ms "

@@ -56,6 +56,12 @@ TEST_SUITE("offload") {
     check_invalid("grpc://host:1?ca=/x.pem", "needs grpcs://");
     check_invalid("grpc://host:1?deadline_ms=-5", "deadline_ms='-5'");
     check_invalid("grpc://host:1?retries=many", "retries='many'");
+    // Values beyond what the client can honour are refused, not clamped to what it can.
+    check_invalid("grpc://host:1?retries=1001",
+                  "retries='1001' in 'grpc://host:1?retries=1001' is above 1000");
+    check_invalid("grpc://host:1?max_message_mb=2048", "max_message_mb='2048'");
+    check_invalid("grpc://host:1?max_message_mb=2048", "is above 2047");
+    check_invalid("grpc://host:1?deadline_ms=86400001", "is above 86400000 (a day)");
     check_invalid("grpc://::1:5000", "IPv6 host without brackets");
   }
 

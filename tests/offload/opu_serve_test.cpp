@@ -52,7 +52,7 @@ TEST_SUITE("offload") {
     CHECK(serve.wait() == 2);
   }
 
-  TEST_CASE("opu-serve: a value out of range exits 2 naming it and its range; nothing served") {
+  TEST_CASE("opu-serve: a value out of range exits 2 naming it and its range, nothing served") {
     // Server settings (its own table), simulator parameters (SimConfig's table) and --param.
     for (const auto& [arguments, message] : std::vector<std::pair<std::string, std::string>>{
              {"--max-inflight 0",

@@ -104,7 +104,7 @@ TEST_SUITE("offload") {
     CHECK((got->values.array() == want->values.array()).all());
   }
 
-  TEST_CASE("apply_calibration: bad files name the file and the field; the config is untouched") {
+  TEST_CASE("apply_calibration: bad files name the file and the field, and the config is untouched") {
     opu::test::TempDir dir;
     auto base = opu::sim::SimConfig::from_params(opu::test::small_params());
     REQUIRE(base.ok());

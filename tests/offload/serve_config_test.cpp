@@ -112,7 +112,7 @@ TEST_SUITE("offload") {
     }
   }
 
-  TEST_CASE("ServeConfig: a JSON config's values have the same ranges; one value per name") {
+  TEST_CASE("ServeConfig: a JSON config's values have the same ranges, one value per name") {
     opu::test::TempDir dir;
     REQUIRE(opu::test::write_file(dir.file("inflight.json"), R"({"max_inflight": 0})"));
     auto params = opu::offload::read_json_params(dir.file("inflight.json"));
@@ -178,7 +178,7 @@ TEST_SUITE("offload") {
     CHECK(half_tls.status().message().find("--tls-key") != std::string::npos);
   }
 
-  TEST_CASE("Simulator parameters (sim://, --param, flags): field, value and range; once each") {
+  TEST_CASE("Simulator parameters (sim://, --param, flags): field, value and range, once each") {
     const auto error = [](const std::map<std::string, std::string>& params) {
       const opu::Status status = opu::sim::SimConfig::from_params(params).status();
       CHECK(status.code() == opu::StatusCode::kInvalidArgument);

@@ -132,7 +132,7 @@ TEST_SUITE("offload") {
   }
 
   TEST_CASE(
-      "Server: a stream message that is not a protobuf message ends the stream; the ones "
+      "Server: a stream message that is not a protobuf message ends the stream, the ones "
       "before it are answered") {
     // gRPC's synchronous API ends Read() on such a message exactly as on the client's half-close,
     // so the stream ends OK, one answer short (docs/offload.md, "Soak"); a client that counts its

@@ -222,7 +222,7 @@ TEST_SUITE("trainer") {
     CHECK(written->weight_decay == 0.0F);
   }
 
-  TEST_CASE("opu-train options: the JSON config has the same ranges; null means not set") {
+  TEST_CASE("opu-train options: the JSON config has the same ranges, null means not set") {
     test::TempDir dir("config_ranges");
     const auto config_error = [&](const std::string& json) {
       std::ofstream(dir / "c.json") << json;
@@ -280,7 +280,7 @@ TEST_SUITE("trainer") {
     CHECK(unset->hidden == std::vector<std::int64_t>{16});
   }
 
-  TEST_CASE("opu-train options: defaults fill only what is not set; a value equal to one stays") {
+  TEST_CASE("opu-train options: defaults fill only what is not set, and a value equal to one stays") {
     // Absent: each model's own defaults (MLP 15 epochs and SGD, GCN 200 epochs and Adam; both
     // lr 0.01; GCN DFA decay 1e-4, dropout 0.1; GCN BP 5e-4, 0.5, input dropout 0.5).
     Result<Options> mlp = parse({});

@@ -503,11 +503,4 @@ Result<std::string> find_data(const std::string& name) {
   return find_data(name, data_search_places());
 }
 
-std::string default_planetoid_dir() {
-  Result<std::string> dir = find_data("planetoid");
-  if (dir.ok()) return *dir;
-  logger()->warn("{}", dir.status().message());
-  return "";
-}
-
 }  // namespace opu::trainer

@@ -225,8 +225,10 @@ Result<FeedbackShape> feedback_shape(const app::Options& o) {
     if (!data.ok()) return data.status();
     shape.n_classes = data->train.n_classes;
   } else {
-    const std::string dir = o.data.empty() ? default_planetoid_dir() : o.data;
-    Result<GraphDataset> data = load_planetoid(dir, o.dataset);
+    // The shipped copy when --data is not given; NOT_FOUND lists every place searched.
+    Result<std::string> dir = o.data.empty() ? find_data("planetoid") : Result<std::string>(o.data);
+    if (!dir.ok()) return dir.status();
+    Result<GraphDataset> data = load_planetoid(*dir, o.dataset);
     if (!data.ok()) return data.status();
     shape.n_classes = data->nodes.n_classes;
   }

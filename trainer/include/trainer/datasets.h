@@ -133,7 +133,4 @@ Result<std::string> find_data(const std::string& name, const DataSearch& search)
 /// find_data(name, data_search_places()).
 Result<std::string> find_data(const std::string& name = "");
 
-/// find_data("planetoid"), or "" (with the search's error logged as a warning) when it is nowhere.
-std::string default_planetoid_dir();
-
 }  // namespace opu::trainer
