@@ -23,9 +23,8 @@
 #include "opu_sim/threading.h"
 #include "trainer/datasets.h"
 #include "trainer/feedback.h"
-#include "trainer/learner.h"
-#include "trainer/losses.h"
-#include "trainer/model.h"
+#include "trainer/graph/learner.h"
+#include "trainer/models/mlp.h"
 #include "trainer/optimizer.h"
 #include "trainer/random.h"
 
@@ -35,48 +34,51 @@ using opu::Result;
 namespace {
 
 struct Setup {
-  Model model;
-  SoftmaxCrossEntropy loss;
+  std::unique_ptr<models::ClassifierModel<float>> model;
   std::unique_ptr<FeedbackSource> feedback;
-  std::unique_ptr<Learner> learner;
+  std::unique_ptr<graph::GraphLearner> learner;
   Sgd optimizer{0.01F, 0.9F, 0.0F};
 
   Setup(const std::vector<Eigen::Index>& hidden, Method method,
         std::unique_ptr<FeedbackSource> source)
-      : model(make_mlp(784, hidden, 10, ActivationKind::kRelu, 1)), feedback(std::move(source)) {
-    learner = std::make_unique<Learner>(model, loss, method, feedback.get());
+      : feedback(std::move(source)) {
+    models::MlpConfig c;
+    c.hidden = hidden;
+    model = models::build_mlp<float>(c);
+    learner = std::make_unique<graph::GraphLearner>(model->graph, model->loss, model->logits,
+                                                    method, feedback.get());
   }
   // One full step on (x, t).
-  double step(const Eigen::MatrixXf& x, const Eigen::MatrixXf& t) {
+  double step(const Eigen::MatrixXf& x, const std::vector<std::int32_t>& t) {
     const auto start = std::chrono::steady_clock::now();
-    model.input() = x;
-    const Result<StepResult> r =
-        learner->compute_gradients(t, Eigen::VectorXf(), ForwardContext{true, 0}, false);
+    model->graph.set_input(model->input, x);
+    model->graph.set_ids(model->labels, t);
+    const Result<double> r = learner->compute_gradients(ForwardContext{true, 0}, false);
     if (!r.ok()) throw opu::StatusError(r.status());
     optimizer.step(learner->trainable());
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 };
 
-void random_batch(std::int64_t batch, std::uint64_t seed, Eigen::MatrixXf& x, Eigen::MatrixXf& t) {
+void random_batch(std::int64_t batch, std::uint64_t seed, Eigen::MatrixXf& x,
+                  std::vector<std::int32_t>& t) {
   const CounterRng rng(seed, "bench/batch");
   x.resize(784, batch);
   for (Eigen::Index i = 0; i < x.size(); ++i)
     x.data()[i] = rng.uniform(static_cast<std::uint64_t>(i));
-  t = Eigen::MatrixXf::Zero(10, batch);
+  t.resize(static_cast<std::size_t>(batch));
   for (Eigen::Index c = 0; c < batch; ++c)
-    t(static_cast<Eigen::Index>(rng.below(1000000 + c, 10)), c) = 1.0F;
+    t[static_cast<std::size_t>(c)] = static_cast<std::int32_t>(rng.below(1000000 + c, 10));
 }
 
-// Batch `b` of an epoch over `data` (in order, the last batch short): inputs and one-hot targets.
+// Batch `b` of an epoch over `data` (in order, the last batch short): inputs and labels.
 void data_batch(const LabelledData& data, std::int64_t batch, std::int64_t b, Eigen::MatrixXf& x,
-                Eigen::MatrixXf& t) {
+                std::vector<std::int32_t>& t) {
   const Eigen::Index first = b * batch;
   const Eigen::Index size = std::min<Eigen::Index>(batch, data.features.cols() - first);
+  x.resize(data.features.rows(), size);
   x = data.features.middleCols(first, size);
-  t = Eigen::MatrixXf::Zero(data.n_classes, size);
-  for (Eigen::Index c = 0; c < size; ++c)
-    t(data.labels[static_cast<std::size_t>(first + c)], c) = 1.0F;
+  t.assign(data.labels.begin() + first, data.labels.begin() + first + size);
 }
 
 double median(std::vector<double> v) {
@@ -121,7 +123,8 @@ int run(int argc, char** argv) {
   const std::vector<Eigen::Index> wide = {800, 800, 800};
   Setup bp(wide, Method::kBp, nullptr);
   Setup dfa(wide, Method::kDfa, std::make_unique<DigitalFeedback>(10, 800, 1));
-  Eigen::MatrixXf x, t;
+  Eigen::MatrixXf x;
+  std::vector<std::int32_t> t;
   random_batch(batch, 1, x, t);
   for (int i = 0; i < 5; ++i) {
     bp.step(x, t);

@@ -1,5 +1,6 @@
 // A warm training step of the graph engine allocates nothing: forward, reverse mode (BP, DFA
-// with its projection, shallow) and gradient clipping reuse the buffers of the first step.
+// with its projection, shallow), alignment and gradient clipping reuse the buffers of the first
+// step, for the Transformer, the MLP (with its task's batches) and the GCN (full batch).
 //
 // malloc, calloc, realloc and the aligned variants are interposed for this executable (glibc's
 // __libc_* entry points do the work) and counted while `counting` is set; Eigen's aligned buffers
@@ -13,7 +14,10 @@
 
 #include "trainer/feedback.h"
 #include "trainer/graph/learner.h"
+#include "trainer/models/gcn.h"
+#include "trainer/models/mlp.h"
 #include "trainer/models/transformer.h"
+#include "trainer/tasks/classification.h"
 #include "trainer/tasks/schedule.h"
 #include "trainer/tasks/text.h"
 
@@ -103,6 +107,65 @@ TEST_SUITE("trainer_graph") {
       step(3);
       counting = false;
       CHECK(allocations.load() == 0);
+    }
+  }
+
+  TEST_CASE("graph: a warm step of the MLP and the GCN (batch, forward, reverse mode, alignment) "
+            "allocates nothing") {
+    LabelledData train;
+    train.n_classes = 3;
+    train.features = Eigen::MatrixXf::Random(10, 96);
+    for (int i = 0; i < 96; ++i) train.labels.push_back(i % 3);
+    const ImageDataset images{train, train};
+    GraphDataset nodes;
+    nodes.nodes = train;
+    std::vector<std::pair<std::int64_t, std::int64_t>> edges;
+    for (std::int64_t i = 0; i + 1 < 96; ++i) edges.emplace_back(i, i + 1);
+    nodes.adjacency = std::make_shared<const Eigen::SparseMatrix<float>>(
+        normalized_adjacency(96, edges));
+    nodes.split.assign(96, 3);
+    for (std::size_t i = 0; i < 20; ++i) nodes.split[i] = 1;
+
+    for (const bool is_gcn : {false, true}) {
+      for (Method method : {Method::kBp, Method::kDfa, Method::kShallow}) {
+        INFO((is_gcn ? "gcn " : "mlp ") << method_name(method));
+        std::unique_ptr<models::ClassifierModel<float>> m;
+        std::unique_ptr<tasks::ClassificationTask> task;
+        if (is_gcn) {
+          models::GcnConfig c;
+          c.inputs = 10;
+          c.hidden = {8, 6};
+          c.classes = 3;
+          m = models::build_gcn<float>(c, nodes.adjacency);
+          task = std::make_unique<tasks::NodeClassification>(nodes);
+        } else {
+          models::MlpConfig c;
+          c.inputs = 10;
+          c.hidden = {8, 6};
+          c.classes = 3;
+          c.dropout = 0.1;
+          m = models::build_mlp<float>(c);
+          task = std::make_unique<tasks::SampleClassification>(images, 16, 1);
+        }
+        DigitalFeedback fb(3, 8, 3);
+        graph::GraphLearner learner(m->graph, m->loss, m->logits, method,
+                                    method == Method::kDfa ? &fb : nullptr);
+        const tasks::ClassifierNodes n{&m->graph, m->input, m->labels, m->logits, m->loss};
+        auto step = [&](std::int64_t s) {
+          task->load_batch(0, s, n);
+          REQUIRE(learner.compute_gradients(ForwardContext{true, static_cast<std::uint64_t>(s)},
+                                            true)
+                      .ok());
+          tasks::count_correct(m->graph.value(m->logits), m->graph.node(m->labels).ids);
+        };
+        step(0);  // the epoch's order and every buffer
+        allocations = 0;
+        counting = true;
+        step(1);
+        step(2);
+        counting = false;
+        CHECK(allocations.load() == 0);
+      }
     }
   }
 }

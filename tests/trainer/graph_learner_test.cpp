@@ -1,6 +1,6 @@
-// Feedback points anywhere: GraphLearner's BP, DFA and shallow gradients against the chain
-// Learner on the same MLP, against hand-derived local gradients on a residual graph, the error
-// broadcast from sequences to positions, and alignment.
+// Feedback points anywhere: GraphLearner's BP, DFA and shallow gradients against hand-derived
+// local gradients on a residual graph, the error broadcast from sequences to positions, and
+// alignment (the MLP's, against its own hand-derived values, is in learner_test.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,9 +11,7 @@
 #include "trainer/graph/learner.h"
 #include "trainer/graph/ops_dense.h"
 #include "trainer/graph/ops_loss.h"
-#include "trainer/learner.h"
-#include "trainer/losses.h"
-#include "trainer/model.h"
+#include "trainer/method.h"
 #include "trainer/random.h"
 
 TEST_SUITE("trainer_graph") {
@@ -39,87 +37,7 @@ TEST_SUITE("trainer_graph") {
     return (a - b).cwiseAbs().maxCoeff() <= tol * (1.0F + b.cwiseAbs().maxCoeff());
   }
 
-  /// The chain MLP of make_mlp as a graph with the same weights: linear-relu-[h1]-...-linear,
-  /// softmax cross-entropy on integer labels.
-  struct MlpGraph {
-    Graph<float> g;
-    NodeId x = kNoNode, labels = kNoNode, logits = kNoNode, loss = kNoNode;
-  };
-
-  void build_mlp_graph(MlpGraph& m, opu::trainer::Model& chain, Index n_in) {
-    m.x = m.g.input("x", n_in);
-    m.labels = m.g.index_input("labels");
-    std::vector<Param*> params = chain.params();
-    NodeId h = m.x;
-    const std::size_t layers = params.size() / 2;
-    for (std::size_t l = 0; l < layers; ++l) {
-      const NodeId w = m.g.parameter(params[2 * l]->name, params[2 * l]->value);
-      const NodeId b = m.g.parameter(params[2 * l + 1]->name, params[2 * l + 1]->value, false);
-      h = linear(m.g, h, w, b);
-      if (l + 1 < layers) {
-        h = activation(m.g, Activation::kRelu, h);
-        m.g.feedback_point(h, "h" + std::to_string(l + 1));
-      }
-    }
-    m.logits = h;
-    m.loss = softmax_cross_entropy(m.g, m.logits, m.labels);
-  }
-
   }  // namespace
-
-  TEST_CASE(
-      "GraphLearner: an MLP graph gets the chain Learner's gradients under bp, dfa, shallow") {
-    const Index n_in = 12;
-    const Index batch = 9;
-    const Matrix<float> x = random_matrix(n_in, batch, 1);
-    std::vector<std::int32_t> labels(static_cast<std::size_t>(batch));
-    Matrix<float> onehot = Matrix<float>::Zero(4, batch);
-    for (Index c = 0; c < batch; ++c) {
-      labels[static_cast<std::size_t>(c)] = static_cast<std::int32_t>((c * 7) % 4);
-      onehot(labels[static_cast<std::size_t>(c)], c) = 1.0F;
-    }
-    for (Method method : {Method::kBp, Method::kDfa, Method::kShallow}) {
-      INFO("method " << opu::trainer::method_name(method));
-      opu::trainer::Model chain =
-          opu::trainer::make_mlp(n_in, {10, 7}, 4, opu::trainer::ActivationKind::kRelu, 3);
-      MlpGraph m;
-      build_mlp_graph(m, chain, n_in);
-      DigitalFeedback fb_chain(4, 10, 17);
-      DigitalFeedback fb_graph(4, 10, 17);
-      opu::trainer::SoftmaxCrossEntropy ce;
-      opu::trainer::Learner chain_learner(chain, ce, method, &fb_chain);
-      GraphLearner graph_learner(m.g, m.loss, m.logits, method, &fb_graph);
-      REQUIRE(graph_learner.trainable().size() == chain_learner.trainable().size());
-      chain.input() = x;
-      m.g.set_input(m.x, x);
-      m.g.set_ids(m.labels, labels);
-      const ForwardContext ctx{true, 0};
-      auto a = chain_learner.compute_gradients(onehot, Eigen::VectorXf(), ctx, true);
-      auto b = graph_learner.compute_gradients(ctx, true);
-      REQUIRE(a.ok());
-      REQUIRE(b.ok());
-      CHECK(*b == doctest::Approx(a->loss).epsilon(1e-6));
-      for (std::size_t i = 0; i < chain_learner.trainable().size(); ++i) {
-        INFO(graph_learner.trainable()[i]->name);
-        CHECK(graph_learner.trainable()[i]->name == chain_learner.trainable()[i]->name);
-        CHECK(close(graph_learner.trainable()[i]->grad, chain_learner.trainable()[i]->grad));
-      }
-      REQUIRE(graph_learner.alignment().size() == 2);
-      for (std::size_t k = 0; k < 2; ++k) {
-        const opu::trainer::Alignment& ga = graph_learner.alignment()[k];
-        const opu::trainer::Alignment& ca = chain_learner.alignment()[k];
-        CHECK(ga.point == ca.point);
-        CHECK(ga.samples == ca.samples);
-        if (method == Method::kShallow) {
-          CHECK(std::isnan(ga.mean));
-        } else {
-          CHECK(ga.mean == doctest::Approx(ca.mean).epsilon(1e-5));
-          CHECK(close(graph_learner.teaching_signal(k), chain_learner.teaching_signal(k)));
-        }
-        if (method == Method::kBp) CHECK(ga.mean == doctest::Approx(1.0));
-      }
-    }
-  }
 
   // x -> a = relu(W1 x) [p1] -> b = a + relu(W2 a) [p2] -> logits = W3 b -> loss.
   struct Residual {

@@ -1,17 +1,19 @@
-// BP, DFA and shallow gradients; alignment; feedback sources (digital and through a Device).
-#include "trainer/learner.h"
-
+// BP, DFA and shallow gradients of the paper's MLP as a graph (GraphLearner on models/mlp.h)
+// against hand-derived values; alignment; feedback sources (digital and through a Device).
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <memory>
+#include <vector>
 
 #include "opu_sim/sim_device.h"
 #include "test_support.h"
 #include "trainer/feedback.h"
+#include "trainer/graph/learner.h"
+#include "trainer/models/mlp.h"
 #include "trainer/optimizer.h"
 #include "trainer/random.h"
-#include "trainer/trainer.h"
+#include "trainer/tasks/classification.h"
 #include "trainer_test_support.h"
 
 TEST_SUITE("trainer") {
@@ -63,88 +65,119 @@ TEST_SUITE("trainer") {
 
   struct Batch {
     Eigen::MatrixXf x;
-    Eigen::MatrixXf t;
+    std::vector<std::int32_t> labels;
   };
 
   Batch make_batch(std::int64_t n_in, std::int32_t classes, std::int64_t batch,
                    std::uint64_t seed) {
     const LabelledData d = test::make_blobs(batch, n_in, classes, seed);
-    Batch b{d.features, Eigen::MatrixXf::Zero(classes, batch)};
-    for (std::int64_t c = 0; c < batch; ++c) b.t(d.labels[static_cast<std::size_t>(c)], c) = 1.0F;
-    return b;
+    return {d.features, d.labels};
+  }
+
+  /// The paper's MLP at a small size: 20-linear16-relu-[h1]-linear12-relu-[h2]-linear4.
+  std::unique_ptr<models::ClassifierModel<float>> small_mlp(std::uint64_t seed = 3,
+                                                            Eigen::Index inputs = 20,
+                                                            std::vector<Eigen::Index> hidden = {16,
+                                                                                                12},
+                                                            Eigen::Index classes = 4) {
+    models::MlpConfig c;
+    c.inputs = inputs;
+    c.hidden = std::move(hidden);
+    c.classes = classes;
+    c.seed = seed;
+    return models::build_mlp<float>(c);
+  }
+
+  void set_batch(models::ClassifierModel<float>& m, const Batch& b) {
+    m.graph.set_input(m.input, b.x);
+    m.graph.set_ids(m.labels, b.labels);
   }
 
   }  // namespace
 
-  TEST_CASE("Learner: alignment under BP is 1 by construction") {
-    Model model = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    SoftmaxCrossEntropy loss;
-    Learner learner(model, loss, Method::kBp, nullptr);
-    const Batch b = make_batch(20, 4, 32, 1);
-    model.input() = b.x;
-    Result<StepResult> r = learner.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, true);
-    REQUIRE(r.ok());
+  TEST_CASE("MLP graph: alignment under BP is 1 by construction") {
+    auto model = small_mlp();
+    graph::GraphLearner learner(model->graph, model->loss, model->logits, Method::kBp, nullptr);
+    set_batch(*model, make_batch(20, 4, 32, 1));
+    REQUIRE(learner.compute_gradients({true, 0}, true).ok());
     REQUIRE(learner.alignment().size() == 2);
     for (const Alignment& a : learner.alignment()) {
       INFO(a.point);
-      CHECK(a.samples > 0);
-      // Same gradient computed twice: equal up to float rounding of the cosine itself.
+      CHECK(a.samples == 32);
       CHECK(a.mean == doctest::Approx(1.0).epsilon(1e-5));
       CHECK(a.std < 1e-3);
     }
   }
 
-  TEST_CASE(
-      "Learner: DFA teaching signal is the scaled B_l e and the top block gets BP gradients") {
-    Model model = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    Model reference = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    SoftmaxCrossEntropy loss;
+  TEST_CASE("MLP graph: DFA teaching signal is the scaled B_l e and the top layer gets BP's") {
+    auto model = small_mlp();
+    auto reference = small_mlp();
     DigitalFeedback feedback(4, 16, 9);
-    Learner dfa(model, loss, Method::kDfa, &feedback);
-    Learner bp(reference, loss, Method::kBp, nullptr);
+    graph::GraphLearner dfa(model->graph, model->loss, model->logits, Method::kDfa, &feedback);
+    graph::GraphLearner bp(reference->graph, reference->loss, reference->logits, Method::kBp,
+                           nullptr);
     const Batch b = make_batch(20, 4, 8, 2);
-    model.input() = b.x;
-    reference.input() = b.x;
-    REQUIRE(dfa.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, true).ok());
-    REQUIRE(bp.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, false).ok());
+    set_batch(*model, b);
+    set_batch(*reference, b);
+    REQUIRE(dfa.compute_gradients({true, 0}, true).ok());
+    REQUIRE(bp.compute_gradients({true, 0}, false).ok());
     // Paper scaling: U[-1,1) matrix, 1/sqrt(d_max).
     CHECK(dfa.feedback_scale() == doctest::Approx(1.0 / 4.0));
-    Eigen::MatrixXf e;
-    loss.evaluate(model.output(), b.t, Eigen::VectorXf(), &e);
+    // e = dL/dlogits of the mean cross-entropy: (softmax - onehot) / batch.
+    const Eigen::MatrixXf& logits = model->graph.value(model->logits);
+    Eigen::MatrixXf e(4, 8);
+    for (Eigen::Index c = 0; c < 8; ++c) {
+      const Eigen::ArrayXf p = (logits.col(c).array() - logits.col(c).maxCoeff()).exp();
+      e.col(c) = (p / p.sum()).matrix() / 8.0F;
+      e(b.labels[static_cast<std::size_t>(c)], c) -= 1.0F / 8.0F;
+    }
+    CHECK(dfa.error().isApprox(e, 1e-5F));
     const Eigen::MatrixXf expected = (feedback.matrix() * e) * 0.25F;
     CHECK(dfa.teaching_signal(0).isApprox(expected.topRows(16), 1e-5F));
     CHECK(dfa.teaching_signal(1).isApprox(expected.topRows(12), 1e-5F));
     // The last linear layer (above h2) learns exactly as under BP.
-    const std::vector<Param*> p_dfa = model.params();
-    const std::vector<Param*> p_bp = reference.params();
-    CHECK(p_dfa.back()->grad.isApprox(p_bp.back()->grad, 1e-5F));
+    const std::vector<Param*> p_dfa = model->graph.params();
+    const std::vector<Param*> p_bp = reference->graph.params();
     CHECK(p_dfa[4]->grad.isApprox(p_bp[4]->grad, 1e-5F));
+    CHECK(p_dfa[5]->grad.isApprox(p_bp[5]->grad, 1e-5F));
     // Below, DFA's gradients differ from BP's (a random B cannot match W^T).
     CHECK(!p_dfa[0]->grad.isApprox(p_bp[0]->grad, 1e-2F));
-    // δ_1 = (B_1 e) ⊙ relu'(a_1): the first layer's bias gradient is its row sum.
-    const Eigen::MatrixXf& h1 = model.activation(1);
+    // δ_1 = (B_1 e) ⊙ relu'(a_1): the first layer's bias gradient is its row sum, its weight
+    // gradient δ_1 xᵀ.
+    const Eigen::MatrixXf& h1 = model->graph.value(model->graph.feedback_points()[0].node);
     const Eigen::MatrixXf delta =
         ((h1.array() > 0.0F).cast<float>() * expected.topRows(16).array()).matrix();
     CHECK(p_dfa[1]->grad.col(0).isApprox(delta.rowwise().sum(), 1e-5F));
+    CHECK(p_dfa[0]->grad.isApprox(delta * b.x.transpose(), 1e-5F));
+    // The alignment is the per-sample cosine of that signal with BP's gradient at the point.
+    CHECK(dfa.alignment()[0].samples == 8);
+    CHECK(std::abs(dfa.alignment()[0].mean) < 1.0);
   }
 
-  TEST_CASE("Learner: shallow trains only above the last feedback point") {
-    Model model = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    SoftmaxCrossEntropy loss;
-    Learner shallow(model, loss, Method::kShallow, nullptr);
+  TEST_CASE("MLP graph: shallow trains only above the last feedback point") {
+    auto model = small_mlp();
+    graph::GraphLearner shallow(model->graph, model->loss, model->logits, Method::kShallow,
+                                nullptr);
     REQUIRE(shallow.trainable().size() == 2);
     CHECK(shallow.trainable()[0]->name == "layer2.weight");
-    const Batch b = make_batch(20, 4, 8, 2);
-    model.input() = b.x;
-    REQUIRE(shallow.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, true).ok());
+    set_batch(*model, make_batch(20, 4, 8, 2));
+    REQUIRE(shallow.compute_gradients({true, 0}, true).ok());
     // No signal at the feedback points: alignment is undefined (NaN, 0 samples).
     for (const Alignment& a : shallow.alignment()) {
       CHECK(a.samples == 0);
       CHECK(std::isnan(a.mean));
     }
-    CHECK_THROWS_AS(Learner(model, loss, Method::kDfa, nullptr), opu::StatusError);
+    CHECK_THROWS_AS(graph::GraphLearner(model->graph, model->loss, model->logits, Method::kDfa,
+                                        nullptr),
+                    opu::StatusError);
     DigitalFeedback wrong(5, 16, 1);
-    CHECK_THROWS_AS(Learner(model, loss, Method::kDfa, &wrong), opu::StatusError);
+    CHECK_THROWS_AS(graph::GraphLearner(model->graph, model->loss, model->logits, Method::kDfa,
+                                        &wrong),
+                    opu::StatusError);
+    DigitalFeedback narrow(4, 12, 1);  // narrower than d_max = 16
+    CHECK_THROWS_AS(graph::GraphLearner(model->graph, model->loss, model->logits, Method::kDfa,
+                                        &narrow),
+                    opu::StatusError);
   }
 
   TEST_CASE(
@@ -169,47 +202,51 @@ TEST_SUITE("trainer") {
     CHECK(bad.message().find("want the model's output size 4") != std::string::npos);
   }
 
-  TEST_CASE("Learner: DFA through a device equals DFA with the same digital matrix") {
+  TEST_CASE("MLP graph: DFA through a device equals DFA with the same digital matrix") {
     // Digital Gaussian B and a device holding that same B: identical training trajectories.
     DigitalFeedback digital(4, 16, 5, FeedbackDistribution::kGaussian);
     MatrixDevice device(digital.matrix());
     DeviceFeedback via_device(device, 4, 16, opu::sim::LinearOptions{});
-    Model m1 = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    Model m2 = make_mlp(20, {16, 12}, 4, ActivationKind::kRelu, 3);
-    SoftmaxCrossEntropy loss;
-    Learner l1(m1, loss, Method::kDfa, &digital);
-    Learner l2(m2, loss, Method::kDfa, &via_device);
+    auto m1 = small_mlp();
+    auto m2 = small_mlp();
+    graph::GraphLearner l1(m1->graph, m1->loss, m1->logits, Method::kDfa, &digital);
+    graph::GraphLearner l2(m2->graph, m2->loss, m2->logits, Method::kDfa, &via_device);
     Sgd o1(0.05F, 0.9F, 0.0F), o2(0.05F, 0.9F, 0.0F);
     for (int step = 0; step < 5; ++step) {
       const Batch b = make_batch(20, 4, 16, 100 + step);
-      m1.input() = b.x;
-      m2.input() = b.x;
-      REQUIRE(l1.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, false).ok());
-      REQUIRE(l2.compute_gradients(b.t, Eigen::VectorXf(), {true, 0}, false).ok());
+      set_batch(*m1, b);
+      set_batch(*m2, b);
+      REQUIRE(l1.compute_gradients({true, 0}, false).ok());
+      REQUIRE(l2.compute_gradients({true, 0}, false).ok());
       o1.step(l1.trainable());
       o2.step(l2.trainable());
     }
-    for (std::size_t i = 0; i < m1.params().size(); ++i) {
-      CHECK(m1.params()[i]->value.isApprox(m2.params()[i]->value, 1e-5F));
-    }
+    CHECK(device.calls == 5);
+    const std::vector<Param*> p1 = m1->graph.params();
+    const std::vector<Param*> p2 = m2->graph.params();
+    for (std::size_t i = 0; i < p1.size(); ++i) CHECK(p1[i]->value.isApprox(p2[i]->value, 1e-5F));
+    CHECK(!p1[0]->value.isApprox(small_mlp()->graph.params()[0]->value, 1e-3F));  // it trained
   }
 
-  TEST_CASE("Learner: DFA alignment is positive and rises early in training") {
+  TEST_CASE("MLP graph: DFA alignment is positive and rises early in training") {
     const std::uint64_t seed = opu::test::test_seed(21);
     INFO("seed " << seed);
     ImageDataset data{test::make_blobs(2048, 40, 5, seed), test::make_blobs(256, 40, 5, seed)};
-    Model model = make_mlp(40, {32, 32}, 5, ActivationKind::kRelu, seed);
-    SoftmaxCrossEntropy loss;
+    auto model = small_mlp(seed, 40, {32, 32}, 5);
     DigitalFeedback feedback(5, 32, seed);
-    Learner learner(model, loss, Method::kDfa, &feedback);
+    graph::GraphLearner learner(model->graph, model->loss, model->logits, Method::kDfa,
+                                &feedback);
     Sgd optimizer(0.05F, 0.9F, 0.0F);
-    ImageTask task(data, 32, seed);
-    TrainerOptions options;
+    tasks::SampleClassification task(data, 32, seed);
+    tasks::ClassifierTrainerOptions options;
     options.epochs = 3;
     options.align_every = 8;
-    Trainer trainer(options, model, task, learner, optimizer);
+    options.signature = model->signature;
+    tasks::ClassifierTrainer trainer(
+        options, {&model->graph, model->input, model->labels, model->logits, model->loss}, task,
+        learner, optimizer);
     std::vector<double> h1;
-    TrainerCallbacks callbacks;
+    tasks::ClassifierCallbacks callbacks;
     callbacks.on_alignment = [&](std::int64_t, std::int64_t, const std::vector<Alignment>& a) {
       h1.push_back(a[0].mean);
     };

@@ -1,42 +1,62 @@
-// The training loop: checkpoints, bit-for-bit resume, divergence handling, the GCN task.
-#include "trainer/trainer.h"
+// The classification loop (tasks/classification.h) on the MLP and GCN graphs: checkpoints,
+// bit-for-bit resume, divergence handling, the node classification task.
+#include "trainer/tasks/classification.h"
 
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "test_support.h"
 #include "trainer/feedback.h"
+#include "trainer/models/gcn.h"
+#include "trainer/models/mlp.h"
 #include "trainer_test_support.h"
 
 TEST_SUITE("trainer") {
   using namespace opu::trainer;
+  using namespace opu::trainer::tasks;
   using opu::Result;
   using opu::StatusCode;
 
   namespace {
 
   // Everything one MLP run needs, built identically each time.
+  std::unique_ptr<models::ClassifierModel<float>> mlp(double dropout = 0.0) {
+    models::MlpConfig c;
+    c.inputs = 30;
+    c.hidden = {24, 16};
+    c.classes = 4;
+    c.dropout = dropout;
+    c.seed = 5;
+    return models::build_mlp<float>(c);
+  }
+
+  ClassifierNodes nodes_of(models::ClassifierModel<float>& m) {
+    return {&m.graph, m.input, m.labels, m.logits, m.loss};
+  }
+
   struct MlpRun {
     ImageDataset data;
-    Model model;
-    SoftmaxCrossEntropy loss;
+    std::unique_ptr<models::ClassifierModel<float>> model;
     DigitalFeedback feedback;
-    Learner learner;
+    graph::GraphLearner learner;
     Sgd optimizer;
-    ImageTask task;
-    Trainer trainer;
+    SampleClassification task;
+    ClassifierTrainer trainer;
 
-    MlpRun(Method method, std::int64_t epochs, const std::string& checkpoint, float lr = 0.05F)
+    MlpRun(Method method, std::int64_t epochs, const std::string& checkpoint, float lr = 0.05F,
+           double dropout = 0.0)
         : data{test::make_blobs(600, 30, 4, 5), test::make_blobs(100, 30, 4, 5)},
-          model(make_mlp(30, {24, 16}, 4, ActivationKind::kRelu, 5)),
+          model(mlp(dropout)),
           feedback(4, 24, 5),
-          learner(model, loss, method, &feedback),
+          learner(model->graph, model->loss, model->logits, method, &feedback),
           optimizer(lr, 0.9F, 1e-4F),
           task(data, 16, 5),
-          trainer(TrainerOptions{epochs, 5, 3, checkpoint, {{"test", "mlp"}}}, model, task, learner,
-                  optimizer) {}
+          trainer(ClassifierTrainerOptions{epochs, 5, 3, checkpoint, {{"test", "mlp"}},
+                                           model->signature},
+                  nodes_of(*model), task, learner, optimizer) {}
   };
 
   // A random graph of 3 communities, GCN with dropout and Adam: the other family, and the RNG paths
@@ -66,31 +86,42 @@ TEST_SUITE("trainer") {
     return g;
   }
 
+  std::unique_ptr<models::ClassifierModel<float>> gcn(const GraphDataset& data) {
+    models::GcnConfig c;
+    c.inputs = 12;
+    c.hidden = {16};
+    c.classes = 3;
+    c.dropout = 0.5;
+    c.input_dropout = 0.5;
+    c.seed = 3;
+    return models::build_gcn<float>(c, data.adjacency);
+  }
+
   struct GcnRun {
     GraphDataset data;
-    Model model;
-    SoftmaxCrossEntropy loss;
+    std::unique_ptr<models::ClassifierModel<float>> model;
     DigitalFeedback feedback;
-    Learner learner;
+    graph::GraphLearner learner;
     Adam optimizer;
-    GraphTask task;
-    Trainer trainer;
+    NodeClassification task;
+    ClassifierTrainer trainer;
 
     GcnRun(Method method, std::int64_t epochs, const std::string& checkpoint)
         : data(make_graph(3)),
-          model(make_gcn(data.adjacency, 12, {16}, 3, 0.5F, 3, 0.5F)),
+          model(gcn(data)),
           feedback(3, 16, 3),
-          learner(model, loss, method, &feedback),
+          learner(model->graph, model->loss, model->logits, method, &feedback),
           optimizer(0.01F, 5e-4F),
           task(data),
-          trainer(TrainerOptions{epochs, 3, 1, checkpoint, {{"test", "gcn"}}}, model, task, learner,
-                  optimizer) {}
+          trainer(ClassifierTrainerOptions{epochs, 3, 1, checkpoint, {{"test", "gcn"}},
+                                           model->signature},
+                  nodes_of(*model), task, learner, optimizer) {}
   };
 
   template <typename Run>
   void check_same_parameters(Run& a, Run& b) {
-    const std::vector<Param*> pa = a.model.params();
-    const std::vector<Param*> pb = b.model.params();
+    const std::vector<Param*> pa = a.model->graph.params();
+    const std::vector<Param*> pb = b.model->graph.params();
     REQUIRE(pa.size() == pb.size());
     for (std::size_t i = 0; i < pa.size(); ++i) {
       INFO(pa[i]->name);
@@ -100,17 +131,17 @@ TEST_SUITE("trainer") {
 
   }  // namespace
 
-  TEST_CASE("Trainer: --resume continues bit for bit (MLP, DFA, SGD momentum)") {
+  TEST_CASE("ClassifierTrainer: --resume continues bit for bit (MLP, DFA, dropout, SGD momentum)") {
     test::TempDir dir("resume_mlp");
-    MlpRun straight(Method::kDfa, 3, "");
+    MlpRun straight(Method::kDfa, 3, "", 0.05F, 0.2);
     REQUIRE(straight.trainer.run().ok());
 
     {
-      MlpRun first(Method::kDfa, 1, dir.str());
+      MlpRun first(Method::kDfa, 1, dir.str(), 0.05F, 0.2);
       REQUIRE(first.trainer.run().ok());
       CHECK(std::filesystem::exists(dir / "checkpoint.bin"));
     }
-    MlpRun resumed(Method::kDfa, 3, dir.str());
+    MlpRun resumed(Method::kDfa, 3, dir.str(), 0.05F, 0.2);
     REQUIRE(resumed.trainer.resume(dir.str()).ok());
     CHECK(resumed.trainer.epochs_done() == 1);
     REQUIRE(resumed.trainer.run().ok());
@@ -121,7 +152,7 @@ TEST_SUITE("trainer") {
     CHECK(straight.trainer.history().back().accuracy.at("test") > 0.8);
   }
 
-  TEST_CASE("Trainer: --resume continues bit for bit (GCN, dropout, Adam)") {
+  TEST_CASE("ClassifierTrainer: --resume continues bit for bit (GCN, dropout, Adam)") {
     test::TempDir dir("resume_gcn");
     GcnRun straight(Method::kBp, 12, "");
     REQUIRE(straight.trainer.run().ok());
@@ -135,7 +166,7 @@ TEST_SUITE("trainer") {
     check_same_parameters(straight, resumed);
   }
 
-  TEST_CASE("Trainer: GCN learns a community graph under BP and DFA, shallow trails") {
+  TEST_CASE("ClassifierTrainer: GCN learns a community graph under BP and DFA, shallow trails") {
     std::map<Method, double> accuracy;
     for (const Method m : {Method::kBp, Method::kDfa, Method::kShallow}) {
       GcnRun run(m, 100, "");
@@ -152,7 +183,7 @@ TEST_SUITE("trainer") {
     CHECK(accuracy[Method::kDfa] > 0.7);
   }
 
-  TEST_CASE("Trainer: a diverging run stops with a clear message and keeps the last checkpoint") {
+  TEST_CASE("ClassifierTrainer: a diverging run stops with a clear message, keeps the last checkpoint") {
     test::TempDir dir("nan");
     {
       MlpRun good(Method::kBp, 1, dir.str());
@@ -177,7 +208,7 @@ TEST_SUITE("trainer") {
     CHECK(before == after);
   }
 
-  TEST_CASE("Trainer: bad checkpoints are rejected naming the problem") {
+  TEST_CASE("ClassifierTrainer: bad checkpoints are rejected naming the problem") {
     test::TempDir dir("bad_ckpt");
     {
       MlpRun run(Method::kDfa, 1, dir.str());
@@ -197,11 +228,18 @@ TEST_SUITE("trainer") {
       CHECK(s.code() == StatusCode::kDataLoss);
       CHECK(s.message().find("checksum") != std::string::npos);
     }
+    SUBCASE("another architecture") {
+      MlpRun run(Method::kDfa, 2, "", 0.05F, 0.2);
+      const opu::Status s = run.trainer.resume(dir.str());
+      CHECK(s.code() == StatusCode::kFailedPrecondition);
+      CHECK(s.message().find("-dropout") != std::string::npos);
+    }
     SUBCASE("another method") {
       MlpRun run(Method::kDfa, 2, "");
-      Learner other(run.model, run.loss, Method::kBp, nullptr);
-      TrainerOptions options{2, 5, 3, "", {{"test", "other"}}};
-      Trainer trainer(options, run.model, run.task, other, run.optimizer);
+      graph::GraphLearner other(run.model->graph, run.model->loss, run.model->logits, Method::kBp,
+                                nullptr);
+      ClassifierTrainerOptions options{2, 5, 3, "", {{"test", "other"}}, run.model->signature};
+      ClassifierTrainer trainer(options, nodes_of(*run.model), run.task, other, run.optimizer);
       const opu::Status s = trainer.resume(dir.str());
       CHECK(s.code() == StatusCode::kFailedPrecondition);
       CHECK(s.message().find("other") != std::string::npos);

@@ -109,7 +109,7 @@ Result<nlohmann::json> run_training(Options o, std::ostream& out, std::ostream& 
   };
   if (const Status valid = finalize(o); !valid.ok()) return fail(valid);
   opu::set_compute_threads(o.threads);
-  // The graph models train by steps on their own loop (transformer_app.cpp).
+  // The language model trains by steps on its own loop (transformer_app.cpp).
   if (o.model == "transformer") return run_transformer(std::move(o), out, err, progress_bar);
   const Result<Method> method = parse_method(o.method);
   if (!method.ok()) return fail(method.status());

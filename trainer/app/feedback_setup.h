@@ -1,6 +1,6 @@
 // The DFA feedback source of a run as opu-train's options say: digital (uniform, Gaussian or
-// noisy) or a device URI with its linear options and calibration. One place for the chain models
-// (app.cpp) and the graph models (transformer_app.cpp).
+// noisy) or a device URI with its linear options and calibration. One place for the classifiers
+// (app.cpp, by epochs) and the Transformer (transformer_app.cpp, by steps).
 #pragma once
 
 #include <Eigen/Core>

@@ -39,7 +39,7 @@ class FeedbackSource {
   Eigen::Index n_in() const { return n_in_; }
   Eigen::Index n_out() const { return n_out_; }
   /// Standard deviation of B's entries: the trainer divides by it so that every source teaches
-  /// with the magnitude of the paper's U[-1, 1) matrix (see Learner).
+  /// with the magnitude of the paper's U[-1, 1) matrix (kPaperStd, trainer/method.h).
   virtual double entry_std() const = 0;
   /// "digital uniform", "device opu-sim dense 1024x1024 ternary t=0.1", ...
   virtual std::string describe() const = 0;

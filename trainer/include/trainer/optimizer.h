@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "opu_sim/status.h"
-#include "trainer/layers.h"
+#include "trainer/param.h"
 
 namespace opu::trainer {
 

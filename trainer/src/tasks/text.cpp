@@ -8,7 +8,7 @@
 #include <unordered_map>
 
 #include "trainer/graph/ops_loss.h"
-#include "trainer/layers.h"
+#include "trainer/param.h"
 #include "trainer/random.h"
 
 namespace opu::trainer::tasks {

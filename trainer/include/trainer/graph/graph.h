@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "trainer/graph/tensor.h"
-#include "trainer/layers.h"
+#include "trainer/param.h"
 
 namespace opu::trainer::graph {
 

@@ -15,7 +15,7 @@
 //   dfa     (1) reverse mode through the top segment (its parameters get true gradients) up to
 //           the error node: e = dL/d(error), one column per position of that node;
 //           (2) the feedback source projects e once: P = B e (d_max x columns), scaled by
-//           kPaperStd / (std(B) sqrt(d_max)) as Learner does (TinyDFA's 1/sqrt(d_max));
+//           kPaperStd / (std(B) sqrt(d_max)) (TinyDFA's 1/sqrt(d_max));
 //           (3) each point's gradient is replaced by its first d_l rows of P (whatever arrived
 //           from above is dropped, and is never computed), and reverse mode continues below the
 //           points from those signals only: each segment between points learns by local
@@ -24,7 +24,7 @@
 //           broadcast); any other ratio is an error.
 // Alignment (measure_alignment): one extra reverse sweep without parameter gradients gives the
 // true gradient at every point; the cosine with the method's teaching signal is taken per column
-// (position) and summarised by mean and std, as Learner does.
+// (position) and summarised by mean and std.
 //
 // Thread safety: none (one graph, one thread).
 #pragma once
@@ -35,7 +35,7 @@
 #include "opu_sim/status.h"
 #include "trainer/feedback.h"
 #include "trainer/graph/graph.h"
-#include "trainer/learner.h"
+#include "trainer/method.h"
 
 namespace opu::trainer::graph {
 

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <string>
 
-#include "trainer/layers.h"
+#include "trainer/param.h"
 
 namespace opu::trainer::graph {
 
@@ -39,7 +39,7 @@ void resize_to(Eigen::PlainObjectBase<Derived>& m, Index rows, Index cols) {
   if (m.rows() != rows || m.cols() != cols) m.resize(rows, cols);
 }
 
-/// A trainable tensor in double precision (gradient checks); Param (layers.h) is the float one
+/// A trainable tensor in double precision (gradient checks); Param (trainer/param.h) is the float one
 /// that the optimisers and checkpoints use.
 struct DoubleParam {
   std::string name;

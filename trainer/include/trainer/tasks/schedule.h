@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "opu_sim/status.h"
-#include "trainer/layers.h"
+#include "trainer/param.h"
 
 namespace opu::trainer::tasks {
 
