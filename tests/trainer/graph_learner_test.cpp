@@ -137,7 +137,7 @@ TEST_SUITE("trainer_graph") {
     CHECK(close(sh.g.node(sh.w3).param->grad, e * b.transpose()));
   }
 
-  TEST_CASE("GraphLearner: the error may sit on a point; an error below a point is refused") {
+  TEST_CASE("GraphLearner: the error may sit on a point, but an error below a point is refused") {
     Residual m;
     build_residual(m, 40);
     m.g.set_input(m.x, random_matrix(5, 6, 5));
