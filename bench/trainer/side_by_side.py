@@ -37,6 +37,15 @@ def plan(quick):
     return runs
 
 
+def plan_timing(repeats):
+    """Epoch time only: each setting at seed 1, old and new alternating `repeats` times."""
+    settings = [("mlp", "bp", ["--epochs", "3"]), ("mlp", "dfa", ["--epochs", "3"]),
+                ("gcn-cora", "bp", ["--model", "gcn"]), ("gcn-cora", "dfa", ["--model", "gcn"]),
+                ("gcn-citeseer", "dfa", ["--model", "gcn", "--dataset", "citeseer"])]
+    return [(model, method, r + 1, extra) for model, method, extra in settings
+            for r in range(repeats)]
+
+
 def run(exe, args, metrics):
     start = time.time()
     p = subprocess.run([exe, *args, "--metrics", metrics], capture_output=True, text=True)
@@ -59,11 +68,15 @@ def main():
     ap.add_argument("new")
     ap.add_argument("--out", default="out/side_by_side")
     ap.add_argument("--quick", action="store_true", help="fewer seeds and epochs (a smoke test)")
+    ap.add_argument("--timing", type=int, metavar="N", default=0,
+                    help="epoch time only: every setting at seed 1, old and new alternating N "
+                         "times (the 'seed' column counts repeats)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     results = []
-    for model, method, seed, extra in plan(a.quick):
-        args = [*extra, "--method", method, "--seed", str(seed), "--threads", "1"]
+    for model, method, seed, extra in plan_timing(a.timing) if a.timing else plan(a.quick):
+        run_seed = 1 if a.timing else seed
+        args = [*extra, "--method", method, "--seed", str(run_seed), "--threads", "1"]
         row = {"model": model, "method": method, "seed": seed}
         for name, exe in [("old", a.old), ("new", a.new)]:
             row[name] = run(exe, args, os.path.join(a.out, f"{model}-{method}-{seed}-{name}.jsonl"))
