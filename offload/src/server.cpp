@@ -118,6 +118,14 @@ Result<std::vector<float>> unpack_values(const pb::LinearTransformRequest& r) {
   return values;
 }
 
+// `status` with the RPC's name in front, unless the device's message already starts with it (the
+// simulator names the RPC in each of its errors: "LinearTransform: LinearTransform: ..." otherwise).
+Status naming_rpc(std::string_view rpc, const Status& status) {
+  const std::string_view message = status.message();
+  if (message.starts_with(rpc) && message.substr(rpc.size()).starts_with(":")) return status;
+  return status.with_context(rpc);
+}
+
 }  // namespace
 
 OpuService::OpuService(std::shared_ptr<sim::Device> device, const ServerOptions& options)
@@ -319,7 +327,7 @@ Status OpuService::serve(const pb::LinearTransformRequest& request,
   call.values = *values;
   call.options = linear_options_from_wire(request);
   Result<sim::Projections> projections = device_->linear_transform(call);
-  if (!projections.ok()) return projections.status().with_context("LinearTransform");
+  if (!projections.ok()) return naming_rpc("LinearTransform", projections.status());
   const Eigen::MatrixXf& p = projections->values;
   OPU_CHECK(p.rows() == request.n_out() && p.cols() == request.batch(),
             "device returned projections of the wrong shape");
