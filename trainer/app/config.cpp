@@ -624,7 +624,8 @@ Result<Options> parse_command_line(int argc, char** argv, int& exit_code) {
     OPU_RETURN_IF_ERROR(apply_json(json, options).with_context("--config " + path));
   }
   CLI::App cli{
-      "opu-train: train an MLP or a GCN with BP, DFA (digital or OPU feedback) or "
+      "opu-train: train an MLP (Fashion-MNIST or any IDX folder), a GCN (Planetoid) or a "
+      "Transformer language model (any text file) with BP, DFA (digital or OPU feedback) or "
       "shallow learning"};
   for (const Field& f : fields()) f.add(cli, options);
   std::string config_path;
