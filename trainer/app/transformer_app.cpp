@@ -16,6 +16,7 @@
 #include "trainer/optimizer.h"
 #include "trainer/random.h"
 #include "trainer/tasks/language_model.h"
+#include "trainer/tasks/records.h"
 #include "trainer/tasks/schedule.h"
 #include "trainer/tasks/text.h"
 
@@ -32,9 +33,7 @@ std::string fixed(double v, int digits) {
 // A sample of a text that is not UTF-8 (bytes) is written with U+FFFD for the invalid bytes.
 constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
 
-nlohmann::json number_or_null(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
+using tasks::number_or_null;
 
 graph::Activation activation_of(const std::string& name) {
   if (name == "gelu") return graph::Activation::kGelu;

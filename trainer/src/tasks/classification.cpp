@@ -1,4 +1,5 @@
 #include "trainer/tasks/classification.h"
+#include "trainer/tasks/records.h"
 
 #include <unistd.h>
 
@@ -132,9 +133,6 @@ std::map<std::string, double> NodeClassification::evaluate(const ClassifierNodes
 // --------------------------------------------------------------------------------------
 
 namespace {
-nlohmann::json number_or_null(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
 double number_or_nan(const nlohmann::json& j) {
   return j.is_number() ? j.get<double>() : std::numeric_limits<double>::quiet_NaN();
 }
@@ -148,12 +146,7 @@ nlohmann::json EpochRecord::to_json() const {
   for (const auto& [split, value] : accuracy) {
     if (split != "train") j[split + "_accuracy"] = number_or_null(value);
   }
-  nlohmann::json points = nlohmann::json::object();
-  for (const Alignment& a : alignment) {
-    points[a.point] = {
-        {"mean", number_or_null(a.mean)}, {"std", number_or_null(a.std)}, {"samples", a.samples}};
-  }
-  j["alignment"] = points;
+  j["alignment"] = alignment_json(alignment);
   j["wall_s"] = wall_s;
   j["device_time_s"] = device_time_s;
   j["frames"] = frames;

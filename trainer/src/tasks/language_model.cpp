@@ -1,4 +1,5 @@
 #include "trainer/tasks/language_model.h"
+#include "trainer/tasks/records.h"
 
 #include <chrono>
 #include <cmath>
@@ -9,10 +10,6 @@
 
 namespace opu::trainer::tasks {
 namespace {
-
-nlohmann::json number_or_null(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -71,12 +68,7 @@ nlohmann::json LanguageModelRecord::to_json() const {
   j["step_s"] = step_s;
   j["lr"] = lr;
   j["grad_norm"] = number_or_null(grad_norm);
-  nlohmann::json points = nlohmann::json::object();
-  for (const Alignment& a : alignment) {
-    points[a.point] = {
-        {"mean", number_or_null(a.mean)}, {"std", number_or_null(a.std)}, {"samples", a.samples}};
-  }
-  j["alignment"] = points;
+  j["alignment"] = alignment_json(alignment);
   j["wall_s"] = wall_s;
   j["device_time_s"] = device_time_s;
   j["frames"] = frames;
